@@ -1,0 +1,34 @@
+"""securechat: a teachable, private AI chat with zero-access encryption at rest."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .app import create_app
+from .client import ChatClient
+from .errors import ApiError, ConfigError, DecryptionError, SecureChatError
+from .server import BackgroundServer
+
+if TYPE_CHECKING:
+    from .widgets import ChatBox
+
+__all__ = [
+    "ApiError",
+    "BackgroundServer",
+    "ChatBox",
+    "ChatClient",
+    "ConfigError",
+    "DecryptionError",
+    "SecureChatError",
+    "create_app",
+]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # ipywidgets is imported only by those who use the widget, not by the server.
+    if name == "ChatBox":
+        from .widgets import ChatBox
+
+        return ChatBox
+    raise AttributeError(f"module 'securechat' has no attribute {name!r}")

@@ -1,0 +1,106 @@
+"""The JSON error contract and request-body parsing shared by every ``/api`` route."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NoReturn
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# Slugs for the statuses werkzeug raises itself (404, 405, 413, ...).
+_SLUGS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "unavailable",
+    504: "timeout",
+}
+_MESSAGES = {
+    404: "Not found.",
+    405: "Method not allowed.",
+    413: "Request body too large.",
+    429: "Too many requests; slow down.",
+    500: "Internal server error.",
+}
+
+
+class ApiException(HTTPException):
+    """An HTTP error carrying the contract's ``code`` slug and a human message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(description=message)
+        self.code = status
+        self.slug = code
+
+
+def fail(status: int, code: str, message: str) -> NoReturn:
+    """Abort the request with the contract's JSON error."""
+    raise ApiException(status, code, message)
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    """Build ``{"error": {"code", "message"}}`` with the given status."""
+    response = jsonify(error={"code": code, "message": message})
+    response.status_code = status
+    return response
+
+
+def json_body() -> dict[str, Any]:
+    """Return the request's JSON object, or fail with 415/400."""
+    if request.mimetype != "application/json":
+        fail(415, "unsupported_media_type", "Send a JSON body with Content-Type: application/json.")
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        fail(400, "invalid_json", "The body must be a JSON object.")
+    return data
+
+
+def string_field(data: dict[str, Any], name: str) -> str:
+    """Return ``data[name]`` as a string, or fail with 400 when it is missing or not one."""
+    value = data.get(name)
+    if not isinstance(value, str):
+        fail(400, "invalid_field", f"'{name}' must be a string.")
+    return value
+
+
+def optional_string(data: dict[str, Any], name: str) -> str | None:
+    """Return ``data[name]`` as a string or None when absent/null; 400 for another type."""
+    return None if data.get(name) is None else string_field(data, name)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every error under /api as JSON, never an HTML page or a traceback."""
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException) -> Any:
+        if not request.path.startswith("/api"):
+            return e
+        status = e.code or 500
+        code = getattr(e, "slug", None) or _SLUGS.get(status, "error")
+        message = e.description if isinstance(e, ApiException) else _MESSAGES.get(
+            status, e.description or "Error.")
+        response = error_response(status, code, message)
+        for name, value in e.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception) -> Any:
+        # The traceback goes to the server log only; the body says nothing about it.
+        log.error("unhandled %s on %s %s", type(e).__name__, request.method, request.path,
+                  exc_info=e)
+        if request.path.startswith("/api"):
+            return error_response(500, "internal_error", _MESSAGES[500])
+        return "Internal server error.", 500, {"Content-Type": "text/plain; charset=utf-8"}

@@ -1,0 +1,64 @@
+"""The application factory: configuration, storage, blueprints, errors and headers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, request
+
+from . import api, auth, chat, store
+from . import config as settings
+from .responders import make_responder
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+       "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def create_app(config: Mapping[str, Any] | None = None,
+               instance_path: str | os.PathLike[str] | None = None) -> Flask:
+    """Build a securechat app: defaults → instance folder → environment/.env → ``config``.
+
+    Raises :class:`securechat.ConfigError` for an unsafe configuration.
+    """
+    overrides = dict(config or {})
+    env = settings.read_environment()
+    if instance_path is None:
+        instance_path = overrides.get("INSTANCE")
+    chosen = settings.resolve_instance_path(instance_path, env)
+    app = Flask("securechat", instance_path=str(chosen) if chosen else None)
+    instance = Path(app.instance_path)
+    settings.ensure_instance_folder(instance)
+    app.config.update(settings.build_config(instance, env, overrides))
+    app.debug = False
+    app.extensions["securechat.responder"] = make_responder(app.config)
+    store.init_app(app)
+    api.register_error_handlers(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(chat.bp)
+    app.add_url_rule("/api/health", "health", _health)
+    app.after_request(_security_headers)
+    return app
+
+
+def _health() -> Response:
+    """Liveness probe."""
+    return jsonify(status="ok")
+
+
+def _security_headers(response: Response) -> Response:
+    """Set the headers every response carries, errors included."""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+    headers.setdefault("X-Frame-Options", "DENY")
+    if request.path.startswith("/api") or request.cookies:
+        headers["Cache-Control"] = "no-store"
+    if current_app.config["HTTPS"]:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    return response

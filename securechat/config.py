@@ -1,0 +1,173 @@
+"""Build the app's configuration: defaults → instance folder → environment/.env → overrides.
+
+The server secret is never a literal: it is read from ``SECURECHAT_SECRET_KEY`` or
+generated once into ``<instance>/secret_key`` (mode 0600, folder 0700). Short or
+published secrets are refused with :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from .errors import ConfigError
+
+ENV_PREFIX = "SECURECHAT_"
+MIN_SECRET_BYTES = 32
+SECRET_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
+CONFIG_FILE = "config.json"
+
+# Values copied from tutorials and framework docs; anyone can forge cookies with them.
+PUBLISHED_SECRETS = frozenset(
+    {
+        "your-secret-key-here",
+        "your-secret-key",
+        "your_secret_key",
+        "dev",
+        "development",
+        "secret",
+        "secret-key",
+        "secret_key",
+        "secretkey",
+        "supersecretkey",
+        "super-secret-key",
+        "changeme",
+        "change-me",
+        "change_me",
+        "default",
+        "password",
+    }
+)
+
+DEFAULTS: dict[str, Any] = {
+    "DATABASE": None,  # None: <instance>/securechat.sqlite3
+    "RESPONDER": "echo",
+    "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
+    "OPENAI_MODEL": "llama3.2",
+    "OPENAI_API_KEY": None,
+    "SESSION_IDLE_TIMEOUT": 1800,
+    "SESSION_ABSOLUTE_TIMEOUT": 28800,
+    "LOGIN_RATE_LIMIT": "5 per minute;100 per hour",
+    "REGISTER_RATE_LIMIT": "20 per hour",
+    "CHAT_RATE_LIMIT": "30 per minute",
+    "RATELIMIT_ENABLED": True,
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "HTTPS": False,
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "MAX_MESSAGE_CHARS": 32768,
+    "HISTORY_WINDOW": 20,
+    # scrypt N = 2**KDF_LOG_N; OWASP's minimum. Only tests may lower it.
+    "KDF_LOG_N": 17,
+    "KDF_R": 8,
+    "KDF_P": 1,
+}
+
+_POSITIVE_NUMBERS = ("SESSION_IDLE_TIMEOUT", "SESSION_ABSOLUTE_TIMEOUT", "MAX_CONTENT_LENGTH",
+                     "MAX_MESSAGE_CHARS", "HISTORY_WINDOW", "KDF_LOG_N", "KDF_R", "KDF_P")
+# Read as text even when they look like numbers (a numeric secret must stay a string).
+_TEXT_KEYS = ("SECRET_KEY", "OPENAI_API_KEY", "OPENAI_MODEL", "DATABASE", "INSTANCE")
+
+
+def read_environment(environ: Mapping[str, str] | None = None,
+                     dotenv_path: str | os.PathLike[str] | None = ".env") -> dict[str, Any]:
+    """Return ``SECURECHAT_*`` settings from a ``.env`` file and the environment (which wins)."""
+    merged: dict[str, str | None] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        merged.update(dotenv_values(dotenv_path))
+    merged.update(os.environ if environ is None else environ)
+    settings: dict[str, Any] = {}
+    for name, raw in merged.items():
+        if not name.startswith(ENV_PREFIX) or raw is None:
+            continue
+        key = name[len(ENV_PREFIX):]
+        settings[key] = raw if key in _TEXT_KEYS else _parse_scalar(raw)
+    return settings
+
+
+def _parse_scalar(raw: str) -> Any:
+    # Like Flask's from_prefixed_env, but only numbers and booleans are converted.
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, (bool, int, float)) else raw
+
+
+def resolve_instance_path(instance_path: str | os.PathLike[str] | None,
+                          env: Mapping[str, Any]) -> Path | None:
+    """Pick the instance folder: explicit argument, then ``SECURECHAT_INSTANCE``."""
+    chosen = instance_path if instance_path is not None else env.get("INSTANCE")
+    return Path(chosen).expanduser().resolve() if chosen else None
+
+
+def ensure_instance_folder(path: Path) -> None:
+    """Create the instance folder private to its owner (0700) when it does not exist."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        path.chmod(0o700)  # mkdir's mode is masked by the umask
+
+
+def build_config(instance: Path, env: Mapping[str, Any],
+                 overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Merge the layers into one validated settings dict (secret key included)."""
+    settings = dict(DEFAULTS)
+    config_file = instance / CONFIG_FILE
+    if config_file.is_file():
+        try:
+            settings.update(json.loads(config_file.read_text("utf-8")))
+        except ValueError as e:
+            raise ConfigError(f"{config_file} is not valid JSON: {e}") from e
+    settings.update(env)
+    settings.update(overrides or {})
+    settings.pop("INSTANCE", None)
+    if not settings.get("DATABASE"):
+        settings["DATABASE"] = str(instance / "securechat.sqlite3")
+    if settings.get("SECRET_KEY") is None:
+        settings["SECRET_KEY"] = load_or_create_secret(instance / SECRET_FILE)
+    check_secret_key(settings["SECRET_KEY"])
+    _check_numbers(settings)
+    settings["DEBUG"] = False  # the werkzeug debugger is remote code execution
+    return settings
+
+
+def load_or_create_secret(path: Path) -> str:
+    """Read the secret from ``path``, or generate it there once with mode 0600."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text("utf-8").strip()
+    secret = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secret + "\n")
+    return secret
+
+
+def check_secret_key(secret: object) -> None:
+    """Refuse a missing, short, low-entropy or published server secret."""
+    if not isinstance(secret, (str, bytes)) or not secret:
+        raise ConfigError("SECRET_KEY is missing: set SECURECHAT_SECRET_KEY or let "
+                          "securechat generate one in the instance folder")
+    text = secret.decode("utf-8", "replace") if isinstance(secret, bytes) else secret
+    if text.strip().lower() in PUBLISHED_SECRETS:
+        raise ConfigError("SECRET_KEY is a published example value; anyone could forge "
+                          "cookies with it. Remove it to have one generated.")
+    raw = secret if isinstance(secret, bytes) else secret.encode("utf-8")
+    if len(raw) < MIN_SECRET_BYTES:
+        raise ConfigError(f"SECRET_KEY is {len(raw)} bytes; at least {MIN_SECRET_BYTES} "
+                          "random bytes are required (e.g. python -c 'import secrets; "
+                          "print(secrets.token_urlsafe(48))')")
+    if len(set(raw)) < 8:
+        raise ConfigError("SECRET_KEY repeats too few characters to be random")
+
+
+def _check_numbers(settings: Mapping[str, Any]) -> None:
+    for key in _POSITIVE_NUMBERS:
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{key} must be a positive number, not {value!r}")

@@ -1,0 +1,100 @@
+"""Run an app in a background thread on 127.0.0.1 (notebooks and tests)."""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+from typing import Any
+
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+
+from .errors import SecureChatError
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No per-request log line (they would break notebook outputs); errors still logged."""
+
+    # One request per connection: after stop() no keep-alive thread lingers.
+    protocol_version = "HTTP/1.0"
+    # A stalled client cannot hold a worker thread (and so stop()) forever.
+    timeout = 60
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Skip the access log."""
+
+
+class _Server(ThreadedWSGIServer):
+    # Non-daemon request threads, joined by server_close(): nothing outlives stop().
+    daemon_threads = False
+    block_on_close = True
+
+
+class BackgroundServer:
+    """Serve a WSGI app from a thread; ``url`` is known once :meth:`start` has bound the port.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise SecureChatError("BackgroundServer listens on loopback only; use "
+                                  "`python -m securechat serve` to deploy")
+        self.app = app
+        self._host = host
+        self._port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (a free one chosen by the OS unless given)."""
+        if self._server is None:
+            raise SecureChatError("server is not running")
+        return int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:54321``."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True between start() and stop()."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> BackgroundServer:
+        """Bind (port 0 picks a free one) and serve in a thread."""
+        if self._server is not None:
+            raise SecureChatError("server already started")
+        # Binding happens here, so the port is known before the thread runs.
+        self._server = _Server(self._host, self._port, self.app, handler=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name=f"securechat-server-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, join the thread and close the port. Safe to call twice."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        if thread is not None:
+            thread.join()
+        server.server_close()
+        self._server = self._thread = None
+
+    def __enter__(self) -> BackgroundServer:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = self.url if self._server is not None else "stopped"
+        return f"<BackgroundServer {state}>"

@@ -1,0 +1,315 @@
+"""SQLite storage: the schema, its version, and every query. Only ciphertext is stored.
+
+All SQL lives here, kept portable (no ``RETURNING``, no SQLite-only functions in
+queries), so a PostgreSQL backend shared by several workers can replace it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from flask import Flask, current_app, g
+
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    username_key TEXT NOT NULL UNIQUE,
+    kdf TEXT NOT NULL,
+    salt BLOB NOT NULL,
+    wrapped_key BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE sessions (
+    token_hash BLOB PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    wrapped_key BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE INDEX sessions_user ON sessions(user_id);
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    title BLOB NOT NULL,
+    next_position INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX conversations_user ON conversations(user_id, created_at);
+CREATE TABLE messages (
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    id TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    content BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, position)
+);
+"""
+
+# Index i holds the script that takes the schema from version i to i + 1.
+MIGRATIONS = [_SCHEMA_V1]
+
+
+class UsernameTaken(Exception):
+    """The username (ignoring case) already exists."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A stored account; the data key exists only wrapped."""
+
+    id: str
+    username: str
+    kdf: str
+    salt: bytes
+    wrapped_key: bytes
+
+
+@dataclass(frozen=True)
+class Session:
+    """A stored session: the token's hash and the data key wrapped under the token."""
+
+    user_id: str
+    username: str
+    wrapped_key: bytes
+    created_at: float
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A conversation row; the title is ciphertext."""
+
+    id: str
+    title: bytes
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message row; the content is ciphertext bound to (conversation, position, role)."""
+
+    id: str
+    position: int
+    role: str
+    content: bytes
+    created_at: str
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open a connection in autocommit mode, WAL, foreign keys on."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    # Deleted rows are zeroed so a removed conversation does not linger in free pages.
+    conn.execute("PRAGMA secure_delete=ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to SCHEMA_VERSION; return the version found before."""
+    with transaction(conn):
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+        if found > SCHEMA_VERSION:
+            raise RuntimeError(f"database schema {found} is newer than this securechat")
+        for version in range(found, SCHEMA_VERSION):
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return found
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run a write transaction that takes the write lock at once (no upgrade deadlocks)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def init_app(app: Flask) -> None:
+    """Create or migrate the database and close each request's connection afterwards."""
+    conn = connect(app.config["DATABASE"])
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
+    app.teardown_appcontext(_close_db)
+
+
+def get_db() -> sqlite3.Connection:
+    """Return this request's connection, opening it on first use."""
+    if "db" not in g:
+        g.db = connect(current_app.config["DATABASE"])
+    return g.db
+
+
+def _close_db(exc: BaseException | None = None) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+# --- users -----------------------------------------------------------------
+
+def create_user(db: sqlite3.Connection, user: User, created_at: str) -> None:
+    """Insert a user; raise UsernameTaken when the name exists ignoring case."""
+    try:
+        db.execute(
+            "INSERT INTO users (id, username, username_key, kdf, salt, wrapped_key, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (user.id, user.username, user.username.lower(), user.kdf, user.salt,
+             user.wrapped_key, created_at),
+        )
+    except sqlite3.IntegrityError as e:
+        # The unique index on username_key refused it: the name was already taken.
+        raise UsernameTaken(user.username) from e
+
+
+def find_user(db: sqlite3.Connection, username: str) -> User | None:
+    """Return the user with this name (ignoring case), or None."""
+    row = db.execute(
+        "SELECT id, username, kdf, salt, wrapped_key FROM users WHERE username_key = ?",
+        (username.lower(),),
+    ).fetchone()
+    return User(*row) if row else None
+
+
+def rewrap_user_key(db: sqlite3.Connection, user_id: str, kdf: str, salt: bytes,
+                    wrapped_key: bytes) -> None:
+    """Replace a user's wrapped data key (password change or KDF cost upgrade)."""
+    db.execute("UPDATE users SET kdf = ?, salt = ?, wrapped_key = ? WHERE id = ?",
+               (kdf, salt, wrapped_key, user_id))
+
+
+# --- sessions ----------------------------------------------------------------
+
+def create_session(db: sqlite3.Connection, token_hash: bytes, user_id: str,
+                   wrapped_key: bytes, now: float) -> None:
+    """Store a new session row (the token itself is never stored)."""
+    db.execute(
+        "INSERT INTO sessions (token_hash, user_id, wrapped_key, created_at, last_seen)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (token_hash, user_id, wrapped_key, now, now),
+    )
+
+
+def get_session(db: sqlite3.Connection, token_hash: bytes) -> Session | None:
+    """Return the session for this token hash, or None."""
+    row = db.execute(
+        "SELECT s.user_id, u.username, s.wrapped_key, s.created_at, s.last_seen"
+        " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
+        (token_hash,),
+    ).fetchone()
+    return Session(*row) if row else None
+
+
+def touch_session(db: sqlite3.Connection, token_hash: bytes, now: float) -> None:
+    """Record activity on a session (for the idle timeout)."""
+    db.execute("UPDATE sessions SET last_seen = ? WHERE token_hash = ?", (now, token_hash))
+
+
+def delete_session(db: sqlite3.Connection, token_hash: bytes) -> None:
+    """Revoke one session everywhere."""
+    db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+
+
+def delete_stale_sessions(db: sqlite3.Connection, idle_before: float,
+                          created_before: float) -> int:
+    """Delete sessions past their idle or absolute timeout; return how many."""
+    cur = db.execute("DELETE FROM sessions WHERE last_seen < ? OR created_at < ?",
+                     (idle_before, created_before))
+    return cur.rowcount
+
+
+# --- conversations and messages ---------------------------------------------
+
+def create_conversation(db: sqlite3.Connection, conv_id: str, user_id: str, title: bytes,
+                        created_at: str) -> None:
+    """Insert a conversation with its sealed title."""
+    db.execute(
+        "INSERT INTO conversations (id, user_id, title, created_at) VALUES (?, ?, ?, ?)",
+        (conv_id, user_id, title, created_at),
+    )
+
+
+def list_conversations(db: sqlite3.Connection, user_id: str) -> list[Conversation]:
+    """Return the user's conversations, newest first."""
+    rows = db.execute(
+        "SELECT id, title, created_at FROM conversations WHERE user_id = ?"
+        " ORDER BY created_at DESC, id DESC",
+        (user_id,),
+    ).fetchall()
+    return [Conversation(*row) for row in rows]
+
+
+def get_conversation(db: sqlite3.Connection, user_id: str, conv_id: str) -> Conversation | None:
+    """Return the conversation if it exists *and* belongs to the user."""
+    row = db.execute(
+        "SELECT id, title, created_at FROM conversations WHERE id = ? AND user_id = ?",
+        (conv_id, user_id),
+    ).fetchone()
+    return Conversation(*row) if row else None
+
+
+def delete_conversation(db: sqlite3.Connection, user_id: str, conv_id: str) -> bool:
+    """Delete the user's conversation and its messages; False when there was none."""
+    with transaction(db):
+        db.execute(
+            "DELETE FROM messages WHERE conversation_id IN"
+            " (SELECT id FROM conversations WHERE id = ? AND user_id = ?)",
+            (conv_id, user_id),
+        )
+        cur = db.execute("DELETE FROM conversations WHERE id = ? AND user_id = ?",
+                         (conv_id, user_id))
+    return cur.rowcount > 0
+
+
+def append_message(db: sqlite3.Connection, user_id: str, conv_id: str, msg_id: str,
+                   role: str, seal: Callable[[int], bytes], created_at: str) -> int | None:
+    """Append a message at the next position, sealed by ``seal(position)``.
+
+    Returns the position, or None when the conversation is not the user's. The
+    position is taken under the write lock, so concurrent senders never collide.
+    """
+    with transaction(db):
+        cur = db.execute(
+            "UPDATE conversations SET next_position = next_position + 1"
+            " WHERE id = ? AND user_id = ?",
+            (conv_id, user_id),
+        )
+        if cur.rowcount == 0:
+            return None
+        position = db.execute("SELECT next_position - 1 FROM conversations WHERE id = ?",
+                              (conv_id,)).fetchone()[0]
+        db.execute(
+            "INSERT INTO messages (conversation_id, position, id, role, content, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (conv_id, position, msg_id, role, seal(position), created_at),
+        )
+    return position
+
+
+def page_messages(db: sqlite3.Connection, conv_id: str, limit: int,
+                  before: int | None = None) -> list[Message]:
+    """Return up to ``limit`` messages before position ``before``, oldest first."""
+    if before is None:
+        before = 2**62
+    rows = db.execute(
+        "SELECT id, position, role, content, created_at FROM messages"
+        " WHERE conversation_id = ? AND position < ? ORDER BY position DESC LIMIT ?",
+        (conv_id, before, limit),
+    ).fetchall()
+    return [Message(*row) for row in reversed(rows)]
