@@ -8,6 +8,8 @@ from typing import Any, NoReturn
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from .errors import DecryptionError
+
 log = logging.getLogger(__name__)
 
 # Slugs for the statuses werkzeug raises itself (404, 405, 413, ...).
@@ -95,6 +97,12 @@ def register_error_handlers(app: Flask) -> None:
             if name.lower() != "content-type":
                 response.headers[name] = value
         return response
+
+    @app.errorhandler(DecryptionError)
+    def _undecryptable(e: DecryptionError) -> Any:
+        # A stored record failed its integrity check: tampered or moved. Say no more.
+        log.warning("a stored record failed to decrypt on %s %s", request.method, request.path)
+        return error_response(500, "integrity_error", "A stored record failed its integrity check.")
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> Any:

@@ -1,0 +1,1 @@
+"""securechat test suite."""
