@@ -66,8 +66,11 @@ def test_layers_defaults_instance_env_overrides(
     instance: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     instance.mkdir(mode=0o700)
-    (instance / "config.json").write_text(json.dumps(
-        {"SESSION_IDLE_TIMEOUT": 111, "SESSION_ABSOLUTE_TIMEOUT": 222, "HISTORY_WINDOW": 7}))
+    (instance / "config.json").write_text(
+        json.dumps(
+            {"SESSION_IDLE_TIMEOUT": 111, "SESSION_ABSOLUTE_TIMEOUT": 222, "HISTORY_WINDOW": 7}
+        )
+    )
     monkeypatch.setenv("SECURECHAT_SESSION_ABSOLUTE_TIMEOUT", "333")
     monkeypatch.setenv("SECURECHAT_HISTORY_WINDOW", "8")
     app = create_app({**FAST, "HISTORY_WINDOW": 9}, instance_path=instance)
@@ -79,8 +82,10 @@ def test_layers_defaults_instance_env_overrides(
 
 def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
-    dotenv.write_text("SECURECHAT_SESSION_IDLE_TIMEOUT=60\nSECURECHAT_OPENAI_MODEL=from-dotenv\n"
-                      "SECURECHAT_HTTPS=true\nOTHER=ignored\n")
+    dotenv.write_text(
+        "SECURECHAT_SESSION_IDLE_TIMEOUT=60\nSECURECHAT_OPENAI_MODEL=from-dotenv\n"
+        "SECURECHAT_HTTPS=true\nOTHER=ignored\n"
+    )
     settings = read_environment({"SECURECHAT_OPENAI_MODEL": "from-env"}, dotenv_path=dotenv)
     assert settings == {"SESSION_IDLE_TIMEOUT": 60, "OPENAI_MODEL": "from-env", "HTTPS": True}
 
@@ -102,8 +107,15 @@ def test_instance_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert Path(app.config["DATABASE"]).parent == tmp_path / "from-env"
 
 
-@pytest.mark.parametrize("key,value", [("SESSION_IDLE_TIMEOUT", 0), ("KDF_LOG_N", -1),
-                                       ("MAX_CONTENT_LENGTH", "big"), ("HISTORY_WINDOW", True)])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("SESSION_IDLE_TIMEOUT", 0),
+        ("KDF_LOG_N", -1),
+        ("MAX_CONTENT_LENGTH", "big"),
+        ("HISTORY_WINDOW", True),
+    ],
+)
 def test_bad_numbers_refused(instance: Path, key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         create_app({**FAST, key: value}, instance_path=instance)

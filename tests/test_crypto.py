@@ -95,7 +95,9 @@ def test_bad_argument_types_are_type_errors() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(plaintext=st.binary(max_size=4096), user=st.text(max_size=40), position=st.integers(0, 10**9))
+@given(
+    plaintext=st.binary(max_size=4096), user=st.text(max_size=40), position=st.integers(0, 10**9)
+)
 def test_property_round_trip(plaintext: bytes, user: str, position: int) -> None:
     ad = crypto.record_ad("message", user=user, conversation="c", position=position, role="user")
     key = crypto.new_key()
@@ -138,7 +140,11 @@ def test_wrapped_data_key_opens_only_with_the_password() -> None:
 
 def test_session_derivations_are_independent_of_each_other() -> None:
     token = crypto.new_token()
-    wrap, csrf, digest = crypto.session_wrap_key(token), crypto.csrf_token(token), crypto.token_hash(token)
+    wrap, csrf, digest = (
+        crypto.session_wrap_key(token),
+        crypto.csrf_token(token),
+        crypto.token_hash(token),
+    )
     assert len({wrap, csrf.encode(), digest, token.encode()}) == 4
     assert crypto.session_wrap_key(token) == wrap
     assert crypto.csrf_token(crypto.new_token()) != csrf
