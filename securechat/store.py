@@ -6,6 +6,7 @@ queries), so a PostgreSQL backend shared by several workers can replace it.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -141,7 +142,11 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 def init_app(app: Flask) -> None:
     """Create or migrate the database and close each request's connection afterwards."""
-    conn = connect(app.config["DATABASE"])
+    path = app.config["DATABASE"]
+    if path != ":memory:" and not os.path.exists(path):
+        # Owner-only from the start; SQLite gives the -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    conn = connect(path)
     try:
         migrate(conn)
     finally:

@@ -1,0 +1,99 @@
+"""Another user of the same server sees nothing of yours; moved ciphertext fails to open."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from flask import Flask
+
+from securechat import ChatClient
+
+from .test_api import assert_error, csrf, raw
+
+
+@pytest.fixture
+def alice_conv(alice: ChatClient) -> str:
+    conv = alice.new_conversation("alice private title")
+    alice.send(conv["id"], "alice private message")
+    return conv["id"]
+
+
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("GET", "/api/conversations/{id}/messages", None),
+        ("POST", "/api/conversations/{id}/messages", {"content": "intrusion"}),
+        ("DELETE", "/api/conversations/{id}", None),
+    ],
+)
+def test_other_users_conversation_is_404_for_every_verb(
+    alice: ChatClient, bob: ChatClient, alice_conv: str, method: str, path: str, body: object
+) -> None:
+    response = raw(bob, method, path.format(id=alice_conv), json=body, headers=csrf(bob))
+    assert_error(response, 404, "not_found")
+    # Same answer as for an id that does not exist at all.
+    missing = raw(bob, method, path.format(id="0" * 32), json=body, headers=csrf(bob))
+    assert missing.json() == response.json()
+    # And alice's conversation is untouched.
+    assert [m["content"] for m in alice.history(alice_conv)] == [
+        "alice private message",
+        "Echo: alice private message",
+    ]
+
+
+def test_conversation_lists_are_per_user(
+    alice: ChatClient, bob: ChatClient, alice_conv: str
+) -> None:
+    bob.new_conversation("bob's")
+    assert [c["title"] for c in bob.conversations()] == ["bob's"]
+    assert [c["id"] for c in alice.conversations()] == [alice_conv]
+
+
+def test_ciphertext_copied_to_another_user_does_not_open(
+    app: Flask, alice: ChatClient, bob: ChatClient, alice_conv: str
+) -> None:
+    bob_conv = bob.new_conversation("bob")
+    bob.send(bob_conv["id"], "bob message")
+    with sqlite3.connect(app.config["DATABASE"]) as db:
+        stolen = db.execute(
+            "SELECT content FROM messages WHERE conversation_id = ? AND position = 0", (alice_conv,)
+        ).fetchone()[0]
+        db.execute(
+            "UPDATE messages SET content = ? WHERE conversation_id = ? AND position = 0",
+            (stolen, bob_conv["id"]),
+        )
+    response = raw(bob, "GET", f"/api/conversations/{bob_conv['id']}/messages")
+    assert_error(response, 500, "integrity_error")
+    assert "alice private message" not in response.text
+
+
+def test_ciphertext_moved_within_a_conversation_does_not_open(
+    app: Flask, alice: ChatClient, alice_conv: str
+) -> None:
+    # Swap the user's message and the reply: positions and roles are in the AD.
+    with sqlite3.connect(app.config["DATABASE"]) as db:
+        rows = dict(
+            db.execute(
+                "SELECT position, content FROM messages WHERE conversation_id = ?", (alice_conv,)
+            ).fetchall()
+        )
+        db.execute(
+            "UPDATE messages SET content = ? WHERE conversation_id = ? AND position = 0",
+            (rows[1], alice_conv),
+        )
+    assert_error(
+        raw(alice, "GET", f"/api/conversations/{alice_conv}/messages"), 500, "integrity_error"
+    )
+
+
+def test_title_moved_to_another_conversation_does_not_open(
+    app: Flask, alice: ChatClient, alice_conv: str
+) -> None:
+    other = alice.new_conversation("other")
+    with sqlite3.connect(app.config["DATABASE"]) as db:
+        title = db.execute(
+            "SELECT title FROM conversations WHERE id = ?", (alice_conv,)
+        ).fetchone()[0]
+        db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, other["id"]))
+    assert_error(raw(alice, "GET", "/api/conversations"), 500, "integrity_error")
