@@ -1,0 +1,90 @@
+"""ChatClient: timeouts, one package exception with the JSON error's code, all pages."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from securechat import ApiError, ChatClient, SecureChatError
+
+
+def test_unreachable_server_is_a_clear_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connection refused
+        with (
+            ChatClient(f"http://127.0.0.1:{port}", timeout=5) as client,
+            pytest.raises(ApiError) as info,
+        ):
+            client.login("someone", "password1")
+    assert info.value.code == "unreachable" and "server running" in info.value.message
+    assert isinstance(info.value, SecureChatError) and info.value.__cause__ is not None
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield s.getsockname()[1]
+
+
+def test_timeout_is_a_clear_error(silent_port: int) -> None:
+    with (
+        ChatClient(f"http://127.0.0.1:{silent_port}", timeout=0.5) as client,
+        pytest.raises(ApiError) as info,
+    ):
+        client.health()
+    assert info.value.code == "timeout"
+
+
+def test_every_call_has_a_timeout(alice: ChatClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+    real = alice.http.request
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("timeout"))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(alice.http, "request", spy)
+    conv = alice.new_conversation()
+    alice.send(conv["id"], "x")
+    alice.history(conv["id"])
+    alice.conversations()
+    alice.session()
+    alice.delete(conv["id"])
+    alice.logout()
+    assert len(seen) == 7 and all(t == alice.timeout for t in seen)
+
+
+def test_error_carries_code_and_message(client: ChatClient) -> None:
+    with pytest.raises(ApiError) as info:
+        client.login("nobody", "wrong password")
+    assert (info.value.status, info.value.code) == (401, "invalid_credentials")
+    assert info.value.message == "Wrong username or password."
+
+
+def test_keeps_csrf_token_and_forgets_it_on_logout(alice: ChatClient) -> None:
+    assert alice.csrf_token and alice.username == "alice"
+    alice.logout()
+    assert alice.csrf_token is None and alice.username is None
+    with pytest.raises(ApiError) as info:
+        alice.new_conversation()
+    assert info.value.status == 401
+
+
+def test_history_fetches_all_pages(alice: ChatClient) -> None:
+    conv = alice.new_conversation()
+    for i in range(23):
+        alice.send(conv["id"], f"p{i}")
+    contents = [m["content"] for m in alice.history(conv["id"], page_size=10)]
+    assert contents == [x for i in range(23) for x in (f"p{i}", f"Echo: p{i}")]
+
+
+def test_ids_are_quoted_in_paths(alice: ChatClient) -> None:
+    with pytest.raises(ApiError) as info:
+        alice.send("../../register", "x")
+    assert info.value.status == 404 and info.value.code == "not_found"
