@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
-from . import crypto, store
-from .api import fail, json_body, optional_string, string_field
+from . import crypto, sse, store
+from .api import ApiException, fail, json_body, optional_string, string_field
 from .auth import iso, login_required
-from .responders import BackendError, Responder, Turn
+from .responders import BackendError, Responder, Turn, trim_history
 
 bp = Blueprint("chat", __name__, url_prefix="/api/conversations")
 
@@ -28,9 +30,12 @@ def _title_ad(conv_id: str) -> bytes:
     return crypto.record_ad("title", user=g.user_id, conversation=conv_id)
 
 
-def _message_ad(conv_id: str, position: int, role: str) -> bytes:
+def _message_ad(conv_id: str, position: int, role: str, status: str = store.COMPLETE) -> bytes:
+    # An incomplete reply is bound to that status: flipping the flag breaks the record.
+    # Complete ones keep the v1 associated data, so older rows still open.
+    extra = {"status": status} if status != store.COMPLETE else {}
     return crypto.record_ad("message", user=g.user_id, conversation=conv_id,
-                            position=position, role=role)
+                            position=position, role=role, **extra)
 
 
 def _conversation_json(conv: store.Conversation) -> dict[str, Any]:
@@ -39,9 +44,17 @@ def _conversation_json(conv: store.Conversation) -> dict[str, Any]:
 
 
 def _message_json(conv_id: str, msg: store.Message) -> dict[str, Any]:
-    content = crypto.open_(g.data_key, msg.content, _message_ad(conv_id, msg.position, msg.role))
-    return {"id": msg.id, "role": msg.role, "content": content.decode("utf-8"),
-            "created_at": msg.created_at}
+    content = crypto.open_(g.data_key, msg.content,
+                           _message_ad(conv_id, msg.position, msg.role, msg.status))
+    return _shown(msg.id, msg.role, content.decode("utf-8"), msg.created_at, msg.status)
+
+
+def _shown(msg_id: str, role: str, content: str, created: str, status: str) -> dict[str, Any]:
+    """A message as the API shows it; ``incomplete`` appears only on a reply cut short."""
+    shown = {"id": msg_id, "role": role, "content": content, "created_at": created}
+    if status == store.INCOMPLETE:
+        shown["incomplete"] = True
+    return shown
 
 
 def _own_conversation(conv_id: str) -> store.Conversation:
@@ -106,31 +119,109 @@ def history(conv_id: str) -> Response:
                    next_before=str(oldest) if oldest > 0 else None)
 
 
-def _append(conv_id: str, role: str, content: str) -> dict[str, Any]:
+def _append(conv_id: str, role: str, content: str,
+            status: str = store.COMPLETE) -> dict[str, Any]:
     msg_id, created = uuid.uuid4().hex, iso()
 
     def seal(position: int) -> bytes:
         return crypto.seal(g.data_key, content.encode("utf-8"),
-                           _message_ad(conv_id, position, role))
+                           _message_ad(conv_id, position, role, status))
 
     position = store.append_message(store.get_db(), g.user_id, conv_id, msg_id, role,
-                                     seal, created)
+                                     seal, created, status)
     if position is None:
         fail(404, "not_found", "No such conversation.")
-    return {"id": msg_id, "role": role, "content": content, "created_at": created}
+    return _shown(msg_id, role, content, created, status)
 
 
 def _recent_history(conv_id: str) -> list[Turn]:
-    window = int(current_app.config["HISTORY_WINDOW"])
+    """What the backend is shown: the newest complete messages within both bounds."""
+    cfg = current_app.config
+    window = int(cfg["HISTORY_WINDOW"])
     rows = store.page_messages(store.get_db(), conv_id, window)
-    return [Turn(role=m["role"], content=m["content"])
-            for m in (_message_json(conv_id, r) for r in rows)]
+    # A reply cut short is kept for the user but not fed back to the model as if it were whole.
+    turns = [Turn(role=m["role"], content=m["content"])
+             for m in (_message_json(conv_id, r) for r in rows) if "incomplete" not in m]
+    return trim_history(turns, window, int(cfg["HISTORY_MAX_CHARS"]))
+
+
+def _wants_stream() -> bool:
+    """True when the client asked for Server-Sent Events rather than JSON."""
+    return request.accept_mimetypes.best_match(
+        ["application/json", sse.CONTENT_TYPE]) == sse.CONTENT_TYPE
+
+
+def _ask(conv_id: str, history: list[Turn]) -> dict[str, Any]:
+    """Ask the backend for the whole reply and store it; backend failures become 502/503/504."""
+    try:
+        text = responder().reply(history)
+    except BackendError as e:
+        fail(e.status, e.code, e.message)
+    return _append(conv_id, "assistant", text)
+
+
+def _stream_reply(conv_id: str, history: list[Turn]) -> Response:
+    """Answer Server-Sent Events: ``delta`` per chunk, then ``done`` (or ``error``)."""
+
+    def events() -> Iterator[bytes]:
+        parts: list[str] = []
+        final: bytes | None = None  # the closing event, once the reply is settled
+        chunks = responder().stream(history)
+        try:
+            try:
+                for chunk in chunks:
+                    parts.append(chunk)
+                    yield sse.encode("delta", {"content": chunk})
+            except BackendError as e:
+                final = _error_event(e.code, e.message)
+                _keep_partial(conv_id, parts)
+            else:
+                final = _store_reply_event(conv_id, "".join(parts))
+        finally:
+            # Closing the backend's stream stops its generation when the client left.
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+            if final is None:
+                # GeneratorExit: the client went away mid-stream; keep what was generated.
+                _keep_partial(conv_id, parts)
+        yield final
+
+    response = Response(stream_with_context(events()), mimetype=sse.CONTENT_TYPE)
+    # Proxies such as nginx would otherwise buffer the stream into one late block.
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _error_event(code: str, message: str) -> bytes:
+    return sse.encode("error", {"error": {"code": code, "message": message}})
+
+
+def _store_reply_event(conv_id: str, text: str) -> bytes:
+    """Store the finished reply; the ``done`` event, or ``error`` if the conversation went."""
+    try:
+        return sse.encode("done", _append(conv_id, "assistant", text))
+    except ApiException as e:
+        # Deleted while the reply was streaming: the headers are long sent, so say it here.
+        return _error_event(e.slug, str(e.description))
+
+
+def _keep_partial(conv_id: str, parts: list[str]) -> None:
+    """Store a reply cut short, marked incomplete (nothing when nothing was generated)."""
+    text = "".join(parts)
+    if text:
+        # A conversation deleted meanwhile has nowhere to keep it.
+        with contextlib.suppress(ApiException):
+            _append(conv_id, "assistant", text, store.INCOMPLETE)
 
 
 @bp.post("/<conv_id>/messages")
 @login_required
-def send(conv_id: str) -> tuple[Response, int]:
-    """Store the user's message, ask the backend, store and return its reply."""
+def send(conv_id: str) -> Response | tuple[Response, int]:
+    """Store the user's message, ask the backend, store and return its reply.
+
+    With ``Accept: text/event-stream`` the reply is streamed as Server-Sent Events.
+    """
     content = string_field(json_body(), "content")
     limit = int(current_app.config["MAX_MESSAGE_CHARS"])
     if not content.strip() or len(content) > limit:
@@ -138,9 +229,25 @@ def send(conv_id: str) -> tuple[Response, int]:
     _own_conversation(conv_id)
     # Stored before the backend is asked: a backend failure never loses it.
     message = _append(conv_id, "user", content)
-    try:
-        text = responder().reply(_recent_history(conv_id))
-    except BackendError as e:
-        fail(e.status, e.code, e.message)
-    reply = _append(conv_id, "assistant", text)
-    return jsonify(message=message, reply=reply), 201
+    history = _recent_history(conv_id)
+    if _wants_stream():
+        return _stream_reply(conv_id, history)
+    return jsonify(message=message, reply=_ask(conv_id, history)), 201
+
+
+@bp.post("/<conv_id>/reply")
+@login_required
+def reply_again(conv_id: str) -> Response | tuple[Response, int]:
+    """Ask the backend again for the last user message left without a complete reply.
+
+    The way to retry after a 502/503/504 or a cut-off stream; no body is needed. Streams
+    like sending does with ``Accept: text/event-stream``.
+    """
+    _own_conversation(conv_id)
+    last = store.page_messages(store.get_db(), conv_id, 1)
+    if not last or (last[0].role == "assistant" and last[0].status == store.COMPLETE):
+        fail(409, "nothing_to_answer", "The last message already has a reply.")
+    history = _recent_history(conv_id)
+    if _wants_stream():
+        return _stream_reply(conv_id, history)
+    return jsonify(reply=_ask(conv_id, history)), 201

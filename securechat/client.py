@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json as jsonlib
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
+from . import sse
 from .errors import ApiError
+from .responders import BackendBadResponse, BackendTimeout, BackendUnavailable
 
 CSRF_HEADER = "X-CSRF-Token"
 
@@ -42,18 +46,7 @@ class ChatClient:
         except requests.ConnectionError as e:
             raise ApiError(0, "unreachable", f"Cannot reach {self.base_url}; is the "
                            "server running?") from e
-        if response.status_code == 204:
-            return None
-        try:
-            data = response.json()
-        except ValueError as e:
-            raise ApiError(response.status_code, "bad_response",
-                           "The server did not answer JSON.") from e
-        if not response.ok:
-            error = data.get("error", {}) if isinstance(data, dict) else {}
-            raise ApiError(response.status_code, str(error.get("code", "error")),
-                           str(error.get("message", response.reason)))
-        return data
+        return _decoded(response)
 
     # --- account ------------------------------------------------------------------
 
@@ -107,6 +100,43 @@ class ChatClient:
         return self.request("POST", f"/api/conversations/{_quote(conversation_id)}/messages",
                             json={"content": content})
 
+    def stream(self, conversation_id: str, content: str) -> ReplyStream:
+        """Send a message and receive the reply as it is generated (Server-Sent Events).
+
+        Iterate the returned :class:`ReplyStream` for text chunks; afterwards its
+        ``message`` is the stored reply. Errors before the stream starts (400, 404, ...)
+        raise :class:`ApiError` here, a backend failure mid-reply raises it while iterating.
+        """
+        return self._stream(f"/api/conversations/{_quote(conversation_id)}/messages",
+                            {"content": content})
+
+    def retry(self, conversation_id: str) -> dict[str, Any]:
+        """Ask again for the reply a backend failure left missing; return ``{"reply": ...}``.
+
+        ``ApiError`` with code ``nothing_to_answer`` (409) when the last message has its reply.
+        """
+        return self.request("POST", f"/api/conversations/{_quote(conversation_id)}/reply",
+                            json={})
+
+    def _stream(self, path: str, body: Any) -> ReplyStream:
+        headers = {"Accept": sse.CONTENT_TYPE}
+        if self.csrf_token:
+            headers[CSRF_HEADER] = self.csrf_token
+        try:
+            response = self.http.post(self.base_url + path, json=body, headers=headers,
+                                      timeout=self.timeout, stream=True)
+        except requests.Timeout as e:
+            raise ApiError(0, "timeout", f"No answer from {self.base_url} in time.") from e
+        except requests.ConnectionError as e:
+            raise ApiError(0, "unreachable", f"Cannot reach {self.base_url}; is the "
+                           "server running?") from e
+        if not response.headers.get("Content-Type", "").startswith(sse.CONTENT_TYPE):
+            with response:
+                _decoded(response)  # raises the server's ApiError
+                raise ApiError(response.status_code, "bad_response",
+                               "The server did not answer with an event stream.")
+        return ReplyStream(response)
+
     def history_page(self, conversation_id: str, limit: int = 50,
                      before: str | None = None) -> dict[str, Any]:
         """One page of messages: ``{"messages": [...], "next_before": ...}``."""
@@ -144,6 +174,82 @@ class ChatClient:
     def __repr__(self) -> str:
         who = self.username or "not logged in"
         return f"<ChatClient {self.base_url} ({who})>"
+
+
+class ReplyStream:
+    """A reply arriving as Server-Sent Events; iterate it for the text chunks.
+
+    After the last chunk, ``message`` is the stored reply (``{"id", "role", "content",
+    "created_at"}``) and ``text`` the whole reply. A backend failure mid-reply raises
+    :class:`ApiError` with the server's code (502/503/504 as ``status``); ``text`` then
+    holds what arrived, which the server stored marked ``incomplete``. Iterating to the
+    end, ``close()`` or a ``with`` block releases the connection.
+    """
+
+    def __init__(self, response: requests.Response) -> None:
+        self._response = response
+        self.message: dict[str, Any] | None = None
+        self.text = ""
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for event in sse.parse(sse.iter_body(self._response)):
+                data = jsonlib.loads(event.data)
+                if event.event == "delta":
+                    self.text += data["content"]
+                    yield data["content"]
+                elif event.event == "done":
+                    self.message = data
+                    return
+                elif event.event == "error":
+                    error = data["error"]
+                    raise ApiError(_STREAM_ERROR_STATUS.get(error["code"], 502),
+                                   error["code"], error["message"])
+        except requests.Timeout as e:
+            raise ApiError(0, "timeout", "The server stopped sending the reply.") from e
+        except requests.ConnectionError as e:
+            raise ApiError(0, "stream_broken", "The connection broke mid-reply.") from e
+        except (ValueError, KeyError, TypeError) as e:
+            raise ApiError(200, "bad_response", "The server sent an unreadable event.") from e
+        finally:
+            self.close()
+        raise ApiError(200, "stream_broken", "The event stream ended before the reply did.")
+
+    def close(self) -> None:
+        """Release the connection (the server keeps what was generated, marked incomplete)."""
+        self._response.close()
+
+    def __enter__(self) -> ReplyStream:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "done" if self.message is not None else f"{len(self.text)} chars so far"
+        return f"<ReplyStream {state}>"
+
+
+# An error event carries the code; the status the JSON route would have answered goes with it.
+_STREAM_ERROR_STATUS = {cls.code: cls.status
+                        for cls in (BackendBadResponse, BackendUnavailable, BackendTimeout)}
+
+
+def _decoded(response: requests.Response) -> Any:
+    """The JSON of a response (None for 204), or the server's error as ApiError."""
+    if response.status_code == 204:
+        return None
+    try:
+        data = response.json()
+    except ValueError as e:
+        raise ApiError(response.status_code, "bad_response",
+                       "The server did not answer JSON.") from e
+    if not response.ok:
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        raise ApiError(response.status_code, str(error.get("code", "error")),
+                       str(error.get("message", response.reason)))
+    return data
 
 
 def _quote(segment: str) -> str:

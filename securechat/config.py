@@ -51,6 +51,12 @@ DEFAULTS: dict[str, Any] = {
     "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
     "OPENAI_MODEL": "llama3.2",
     "OPENAI_API_KEY": None,
+    "OPENAI_CONNECT_TIMEOUT": 5,  # seconds to establish the connection
+    "OPENAI_READ_TIMEOUT": 60,  # seconds of silence before the backend counts as stalled
+    "OPENAI_MAX_ATTEMPTS": 3,  # tries when the connection cannot be made (never after sending)
+    "OPENAI_RETRY_BACKOFF": 0.5,  # seconds before the 2nd try, doubled for each next one
+    "SYSTEM_PROMPT": "You are a helpful assistant in a private chat. Answer concisely.",
+    "HISTORY_MAX_CHARS": 24000,  # what the backend is shown, besides HISTORY_WINDOW messages
     "SESSION_IDLE_TIMEOUT": 1800,
     "SESSION_ABSOLUTE_TIMEOUT": 28800,
     "LOGIN_RATE_LIMIT": "5 per minute;100 per hour",
@@ -69,9 +75,12 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _POSITIVE_NUMBERS = ("SESSION_IDLE_TIMEOUT", "SESSION_ABSOLUTE_TIMEOUT", "MAX_CONTENT_LENGTH",
-                     "MAX_MESSAGE_CHARS", "HISTORY_WINDOW", "KDF_LOG_N", "KDF_R", "KDF_P")
+                     "MAX_MESSAGE_CHARS", "HISTORY_WINDOW", "KDF_LOG_N", "KDF_R", "KDF_P",
+                     "HISTORY_MAX_CHARS", "OPENAI_CONNECT_TIMEOUT", "OPENAI_READ_TIMEOUT",
+                     "OPENAI_MAX_ATTEMPTS", "OPENAI_RETRY_BACKOFF")
 # Read as text even when they look like numbers (a numeric secret must stay a string).
-_TEXT_KEYS = ("SECRET_KEY", "OPENAI_API_KEY", "OPENAI_MODEL", "DATABASE", "INSTANCE")
+_TEXT_KEYS = ("SECRET_KEY", "OPENAI_API_KEY", "OPENAI_MODEL", "DATABASE", "INSTANCE",
+              "SYSTEM_PROMPT")
 
 
 def read_environment(environ: Mapping[str, str] | None = None,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app, g
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE users (
@@ -53,8 +53,15 @@ CREATE TABLE messages (
 );
 """
 
+# v2: a reply cut short (the client left mid-stream, the backend failed) is kept, marked.
+_V1_TO_V2 = """
+ALTER TABLE messages ADD COLUMN status TEXT NOT NULL DEFAULT 'complete'
+"""
+
 # Index i holds the script that takes the schema from version i to i + 1.
-MIGRATIONS = [_SCHEMA_V1]
+MIGRATIONS = [_SCHEMA_V1, _V1_TO_V2]
+
+COMPLETE, INCOMPLETE = "complete", "incomplete"
 
 
 class UsernameTaken(Exception):
@@ -101,6 +108,7 @@ class Message:
     role: str
     content: bytes
     created_at: str
+    status: str = COMPLETE
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -283,7 +291,8 @@ def delete_conversation(db: sqlite3.Connection, user_id: str, conv_id: str) -> b
 
 
 def append_message(db: sqlite3.Connection, user_id: str, conv_id: str, msg_id: str,
-                   role: str, seal: Callable[[int], bytes], created_at: str) -> int | None:
+                   role: str, seal: Callable[[int], bytes], created_at: str,
+                   status: str = COMPLETE) -> int | None:
     """Append a message at the next position, sealed by ``seal(position)``.
 
     Returns the position, or None when the conversation is not the user's. The
@@ -300,9 +309,9 @@ def append_message(db: sqlite3.Connection, user_id: str, conv_id: str, msg_id: s
         position = db.execute("SELECT next_position - 1 FROM conversations WHERE id = ?",
                               (conv_id,)).fetchone()[0]
         db.execute(
-            "INSERT INTO messages (conversation_id, position, id, role, content, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (conv_id, position, msg_id, role, seal(position), created_at),
+            "INSERT INTO messages (conversation_id, position, id, role, content, created_at,"
+            " status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (conv_id, position, msg_id, role, seal(position), created_at, status),
         )
     return position
 
@@ -313,7 +322,7 @@ def page_messages(db: sqlite3.Connection, conv_id: str, limit: int,
     if before is None:
         before = 2**62
     rows = db.execute(
-        "SELECT id, position, role, content, created_at FROM messages"
+        "SELECT id, position, role, content, created_at, status FROM messages"
         " WHERE conversation_id = ? AND position < ? ORDER BY position DESC LIMIT ?",
         (conv_id, before, limit),
     ).fetchall()

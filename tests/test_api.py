@@ -309,6 +309,7 @@ def test_delete_conversation(alice: ChatClient) -> None:
         ("POST", "/api/conversations"),
         ("GET", "/api/conversations/x/messages"),
         ("POST", "/api/conversations/x/messages"),
+        ("POST", "/api/conversations/x/reply"),
         ("DELETE", "/api/conversations/x"),
     ],
 )

@@ -54,6 +54,7 @@ def test_cookie_flags_with_https(instance: Path) -> None:
 STATE_CHANGES = [
     ("POST", "/api/conversations", {}),
     ("POST", "/api/conversations/{id}/messages", {"content": "hi"}),
+    ("POST", "/api/conversations/{id}/reply", {}),
     ("DELETE", "/api/conversations/{id}", None),
     ("POST", "/api/logout", {}),
 ]

@@ -1,0 +1,60 @@
+"""Helpers shared by the AI-backend and streaming tests (the fake itself is securechat.fakes)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from securechat import ChatClient, sse
+from securechat.fakes import FakeOpenAI
+
+
+def new_api_key() -> str:
+    """A fresh random key per test: finding it anywhere it must not be means a leak."""
+    return "sk-test-" + secrets.token_urlsafe(24)
+
+
+def openai_settings(base: dict[str, Any], fake: FakeOpenAI, key: str | None,
+                    **extra: Any) -> dict[str, Any]:
+    """App overrides pointing the responder at ``fake``; quick timeouts, tiny backoff."""
+    return {**base, "RESPONDER": "openai", "OPENAI_BASE_URL": fake.base_url,
+            "OPENAI_MODEL": "fake-model", "OPENAI_API_KEY": key, "OPENAI_READ_TIMEOUT": 1.5,
+            "OPENAI_CONNECT_TIMEOUT": 2, "OPENAI_RETRY_BACKOFF": 0.01, **extra}
+
+
+def free_port() -> int:
+    """A port nothing listens on (connecting to it is refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stream_events(client: ChatClient, path: str, body: Any = None,
+                  **headers: str) -> tuple[requests.Response, list[tuple[str, Any]]]:
+    """POST with ``Accept: text/event-stream``; return the response and its decoded events."""
+    sent = {"Accept": sse.CONTENT_TYPE, "X-CSRF-Token": client.csrf_token or "", **headers}
+    with client.http.post(client.base_url + path, json=body, headers=sent, timeout=30,
+                          stream=True) as response:
+        if not response.headers["Content-Type"].startswith(sse.CONTENT_TYPE):
+            return response, []
+        events = [(e.event, json.loads(e.data))
+                  for e in sse.parse(sse.iter_body(response))]
+    return response, events
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll until ``condition()`` is truthy and return it; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)

@@ -1,0 +1,158 @@
+"""Streaming replies as Server-Sent Events, offline (echo): the contract, the codec, the schema."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from hypothesis import given
+from hypothesis import strategies as st
+
+from securechat import ApiError, ChatClient, sse, store
+
+from .fake_backend import stream_events
+
+
+def messages_path(conv_id: str) -> str:
+    return f"/api/conversations/{conv_id}/messages"
+
+
+# --- offline: the echo responder streams word by word -----------------------------------------
+
+
+def test_echo_streams_deltas_then_done(alice: ChatClient) -> None:
+    conv = alice.new_conversation()["id"]
+    body = {"content": "hello streaming world"}
+    response, events = stream_events(alice, messages_path(conv), body)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.headers["Cache-Control"] == "no-store"
+    names = [name for name, _ in events]
+    assert names == ["delta"] * (len(names) - 1) + ["done"] and len(names) == 5
+    text = "".join(data["content"] for name, data in events if name == "delta")
+    done = events[-1][1]
+    assert text == done["content"] == "Echo: hello streaming world"
+    assert set(done) == {"id", "role", "content", "created_at"}  # no "incomplete" when whole
+    history = alice.history(conv)
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert history[0]["content"] == "hello streaming world" and history[1] == done
+
+
+def test_json_stays_the_default(alice: ChatClient) -> None:
+    conv = alice.new_conversation()["id"]
+    for accept in ("application/json", "*/*", "application/json, text/event-stream;q=0.5"):
+        response = alice.http.post(alice.base_url + messages_path(conv), json={"content": "hi"},
+                                   headers={"X-CSRF-Token": alice.csrf_token, "Accept": accept},
+                                   timeout=30)
+        assert response.status_code == 201 and set(response.json()) == {"message", "reply"}
+
+
+def test_client_stream_yields_chunks_and_keeps_the_message(alice: ChatClient) -> None:
+    conv = alice.new_conversation()["id"]
+    reply = alice.stream(conv, "one two three")
+    assert reply.message is None
+    chunks = list(reply)
+    assert chunks == ["Echo: ", "one ", "two ", "three"]
+    assert reply.text == "Echo: one two three" and reply.message is not None
+    assert alice.history(conv)[-1] == reply.message
+    assert "done" in repr(reply)
+
+
+@pytest.mark.parametrize("content,status,code", [
+    ("", 400, "invalid_content"),
+    ("   ", 400, "invalid_content"),
+    ("x" * 32769, 400, "invalid_content"),
+])
+def test_invalid_message_is_a_json_error_before_any_stream(alice: ChatClient, content: str,
+                                                           status: int, code: str) -> None:
+    conv = alice.new_conversation()["id"]
+    response, events = stream_events(alice, messages_path(conv), {"content": content})
+    assert response.status_code == status and events == []
+    with pytest.raises(ApiError) as raised:
+        alice.stream(conv, content)
+    assert (raised.value.status, raised.value.code) == (status, code)
+    assert alice.history(conv) == []
+
+
+def test_stream_needs_session_csrf_and_ownership(alice: ChatClient, bob: ChatClient,
+                                                 client: ChatClient) -> None:
+    conv = alice.new_conversation()["id"]
+    response, _ = stream_events(client, messages_path(conv), {"content": "hi"})
+    assert response.status_code == 401
+    response, _ = stream_events(alice, messages_path(conv), {"content": "hi"},
+                                **{"X-CSRF-Token": "wrong"})
+    assert response.status_code == 403
+    with pytest.raises(ApiError) as raised:
+        bob.stream(conv, "hi")
+    assert raised.value.status == 404
+    assert alice.history(conv) == []
+
+
+# --- storage: the incomplete flag -------------------------------------------------------------
+
+
+def test_incomplete_flag_is_bound_to_the_ciphertext(alice: ChatClient, app: Flask) -> None:
+    conv = alice.new_conversation()["id"]
+    alice.send(conv, "hello")
+    database = app.config["DATABASE"]
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE messages SET status = 'incomplete' WHERE role = 'assistant'")
+    with pytest.raises(ApiError) as raised:
+        alice.history(conv)  # flipping the flag breaks the record: it does not open
+    assert raised.value.code == "integrity_error"
+
+
+def test_migration_v1_to_v2_keeps_messages_complete(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.sqlite3")
+    conn = store.connect(path)
+    with store.transaction(conn):
+        for statement in store.MIGRATIONS[0].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO users VALUES ('u', 'old', 'old', 'scrypt$10$8$1', x'00', x'00', 't')")
+    conn.execute("INSERT INTO conversations VALUES ('c', 'u', x'00', 1, 't')")
+    conn.execute("INSERT INTO messages VALUES ('c', 0, 'm', 'user', x'01', 't')")
+    assert store.migrate(conn) == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 2
+    (message,) = store.page_messages(conn, "c", 10)
+    assert message.status == store.COMPLETE and message.content == b"\x01"
+    assert store.migrate(conn) == 2  # idempotent
+    conn.close()
+
+
+# --- the event-stream codec -------------------------------------------------------------------
+
+
+def test_sse_parse_follows_the_format() -> None:
+    stream = (b": a comment\n\nevent: delta\ndata: {\"a\": 1}\n\ndata: line1\r\ndata: line2\r\n"
+              b"\r\nid: 7\nretry: 10\ndata: x\n\nevent: done\ndata: unterminated")
+    assert list(sse.parse([stream])) == [
+        sse.Event("delta", '{"a": 1}'), sse.Event("message", "line1\nline2"),
+        sse.Event("message", "x")]
+
+
+def test_sse_refuses_an_endless_line() -> None:
+    with pytest.raises(ValueError, match="too long"):
+        list(sse.parse([b"data: " + b"x" * 100] * 5, max_line=300))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["delta", "done", "error"]),
+                          st.dictionaries(st.text(max_size=5), st.text(max_size=20), max_size=3)),
+                max_size=6),
+       st.lists(st.integers(1, 40), min_size=1, max_size=10))
+def test_sse_round_trip_at_any_chunk_boundary(events: list[tuple[str, Any]],
+                                              cuts: list[int]) -> None:
+    import json
+
+    encoded = b"".join(sse.encode(name, data) for name, data in events)
+    pieces, start = [], 0
+    for size in cuts * (len(encoded) // sum(cuts) + 1):
+        pieces.append(encoded[start:start + size])
+        start += size
+    assert b"".join(pieces) == encoded
+    decoded = [(e.event, json.loads(e.data)) for e in sse.parse(pieces)]
+    assert decoded == events
