@@ -9,12 +9,33 @@ from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 
-from . import api, auth, chat, store
+from . import api, auth, chat, limits, store
 from . import config as settings
+from .errors import ConfigError
 from .responders import make_responder
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
        "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+class _NeverDebug(Flask):
+    """A Flask app whose debug mode cannot be switched on.
+
+    ``flask run --debug``, ``FLASK_DEBUG=1 flask run`` and ``app.run(debug=True)`` set
+    ``app.debug`` before starting werkzeug's debugger, which is remote code execution:
+    refusing here stops them before anything listens.
+    """
+
+    @property
+    def debug(self) -> bool:
+        """Always False."""
+        return False
+
+    @debug.setter
+    def debug(self, value: bool) -> None:
+        if value:
+            raise ConfigError("securechat never runs in debug mode: werkzeug's debugger "
+                              "lets anyone who reaches it run code on the server")
 
 
 def create_app(config: Mapping[str, Any] | None = None,
@@ -28,7 +49,7 @@ def create_app(config: Mapping[str, Any] | None = None,
     if instance_path is None:
         instance_path = overrides.get("INSTANCE")
     chosen = settings.resolve_instance_path(instance_path, env)
-    app = Flask("securechat", instance_path=str(chosen) if chosen else None)
+    app = _NeverDebug("securechat", instance_path=str(chosen) if chosen else None)
     instance = Path(app.instance_path)
     settings.ensure_instance_folder(instance)
     app.config.update(settings.build_config(instance, env, overrides))
@@ -39,6 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None,
     app.register_blueprint(auth.bp)
     app.register_blueprint(chat.bp)
     app.add_url_rule("/api/health", "health", _health)
+    limits.init_app(app)  # after every route: it wraps the limited views
     app.after_request(_security_headers)
     return app
 

@@ -64,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "CHAT_RATE_LIMIT": "30 per minute",
     "RATELIMIT_ENABLED": True,
     "RATELIMIT_STORAGE_URI": "memory://",
+    "PROXY_FIX": 0,  # trusted reverse proxies in front (X-Forwarded-For)
     "HTTPS": False,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "MAX_MESSAGE_CHARS": 32768,

@@ -1,0 +1,247 @@
+"""Rate limits: login per address and per username, registration per address, chat per user."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from limits.storage import MemoryStorage
+from werkzeug.test import TestResponse
+
+from securechat import ApiError, BackgroundServer, ChatClient, ConfigError, config, create_app
+
+from .conftest import FAST, PASSWORD
+
+WRONG = "not the password"
+LIMITED = {**FAST, "RATELIMIT_ENABLED": True, "LOGIN_RATE_LIMIT": "3 per minute",
+           "REGISTER_RATE_LIMIT": "3 per minute", "CHAT_RATE_LIMIT": "3 per minute"}
+
+
+@pytest.fixture
+def settings() -> dict[str, Any]:
+    """Rate limiting on, with small limits (the tests' FAST settings turn it off)."""
+    return dict(LIMITED)
+
+
+@pytest.fixture
+def http(app: Flask) -> FlaskClient:
+    """A test client of the app."""
+    return app.test_client()
+
+
+def from_addr(addr: str) -> dict[str, Any]:
+    """Test-client arguments making a request come from ``addr``."""
+    return {"environ_base": {"REMOTE_ADDR": addr}}
+
+
+def register(http: FlaskClient, name: str, addr: str = "10.0.0.1") -> TestResponse:
+    return http.post("/api/register", json={"username": name, "password": PASSWORD},
+                     **from_addr(addr))
+
+
+def login(http: FlaskClient, name: str, password: str = PASSWORD,
+          addr: str = "10.0.0.1") -> TestResponse:
+    return http.post("/api/login", json={"username": name, "password": password},
+                     **from_addr(addr))
+
+
+def assert_rate_limited(response: TestResponse) -> None:
+    """429 as the contract's JSON error, with Retry-After and the usual headers."""
+    assert response.status_code == 429, response.get_data(as_text=True)
+    assert response.get_json()["error"]["code"] == "rate_limited"
+    assert 0 < int(response.headers["Retry-After"]) <= 60
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Content-Security-Policy" in response.headers
+
+
+def test_defaults_limit_login_and_chat() -> None:
+    assert config.DEFAULTS["RATELIMIT_ENABLED"] is True
+    assert config.DEFAULTS["LOGIN_RATE_LIMIT"] == "5 per minute;100 per hour"
+    assert config.DEFAULTS["RATELIMIT_STORAGE_URI"] == "memory://"
+    assert config.DEFAULTS["PROXY_FIX"] == 0
+
+
+# --- login ------------------------------------------------------------------------------
+
+
+def test_login_limited_per_address(http: FlaskClient) -> None:
+    assert register(http, "alice").status_code == 201
+    # Guessing against three different accounts from one address...
+    for name in ("bob", "carol", "dave"):
+        assert login(http, name, WRONG).status_code == 401
+    # ...blocks that address, even with the right password, before the KDF runs.
+    assert_rate_limited(login(http, "alice"))
+    assert login(http, "alice", addr="10.0.0.2").status_code == 200
+
+
+def test_login_limited_per_username(http: FlaskClient) -> None:
+    assert register(http, "alice").status_code == 201
+    # Guessing one account from many addresses (a botnet)...
+    for i in range(3):
+        assert login(http, "alice", WRONG, addr=f"10.1.0.{i}").status_code == 401
+    # ...blocks that account, ignoring case, from any new address,
+    assert_rate_limited(login(http, "ALICE", addr="10.2.0.1"))
+    # ...but not another account from that address.
+    assert register(http, "bob", addr="10.3.0.1").status_code == 201
+    assert login(http, "bob", addr="10.2.0.1").status_code == 200
+
+
+def test_successful_logins_are_not_counted(http: FlaskClient) -> None:
+    assert register(http, "alice").status_code == 201
+    for _ in range(6):
+        assert login(http, "alice").status_code == 200
+
+
+@pytest.mark.parametrize("body", [
+    {"username": "alice"}, {"username": 7, "password": WRONG},
+    {"username": "x" * 5000, "password": WRONG}, ["not", "an object"],
+])
+def test_malformed_logins_count_too(http: FlaskClient, body: Any) -> None:
+    for _ in range(3):
+        assert http.post("/api/login", json=body).status_code in (400, 401)
+    assert_rate_limited(http.post("/api/login", json=body))
+
+
+# --- register and chat ---------------------------------------------------------------
+
+
+def test_register_limited_per_address(http: FlaskClient) -> None:
+    for i in range(3):
+        assert register(http, f"user{i}").status_code == 201
+    assert_rate_limited(register(http, "user3"))
+    assert register(http, "user3", addr="10.0.0.2").status_code == 201
+
+
+def _logged_in(http: FlaskClient, name: str) -> dict[str, str]:
+    assert register(http, name, addr=f"10.9.{len(name)}.1").status_code == 201
+    return {"X-CSRF-Token": login(http, name).get_json()["csrf_token"]}
+
+
+def test_chat_limited_per_user(app: Flask) -> None:
+    alice, bob = app.test_client(), app.test_client()
+    alice_csrf, bob_csrf = _logged_in(alice, "alice"), _logged_in(bob, "bobby")
+    conv = alice.post("/api/conversations", json={}, headers=alice_csrf).get_json()["id"]
+    path = f"/api/conversations/{conv}/messages"
+    for _ in range(3):
+        assert alice.post(path, json={"content": "hi"}, headers=alice_csrf).status_code == 201
+    assert_rate_limited(alice.post(path, json={"content": "hi"}, headers=alice_csrf))
+    # Same address, another user: a budget of their own.
+    bob_conv = bob.post("/api/conversations", json={}, headers=bob_csrf).get_json()["id"]
+    response = bob.post(f"/api/conversations/{bob_conv}/messages", json={"content": "hi"},
+                        headers=bob_csrf)
+    assert response.status_code == 201
+
+
+def test_retrying_a_reply_shares_the_chat_budget(app: Flask) -> None:
+    http = app.test_client()
+    csrf = _logged_in(http, "alice")
+    conv = http.post("/api/conversations", json={}, headers=csrf).get_json()["id"]
+    assert http.post(f"/api/conversations/{conv}/messages", json={"content": "hi"},
+                     headers=csrf).status_code == 201
+    for _ in range(2):  # nothing to answer, but the backend budget is still spent
+        assert http.post(f"/api/conversations/{conv}/reply", headers=csrf).status_code == 409
+    assert_rate_limited(http.post(f"/api/conversations/{conv}/messages",
+                                  json={"content": "hi"}, headers=csrf))
+
+
+def test_anonymous_sends_are_limited_per_address(http: FlaskClient) -> None:
+    for _ in range(3):
+        assert http.post("/api/conversations/x/messages", json={}).status_code == 401
+    assert_rate_limited(http.post("/api/conversations/x/messages", json={}))
+
+
+# --- configuration --------------------------------------------------------------------
+
+
+def test_disabled_means_no_limit(settings: dict[str, Any], instance: Path) -> None:
+    settings["RATELIMIT_ENABLED"] = False
+    http = create_app(settings, instance_path=instance).test_client()
+    for _ in range(10):
+        assert login(http, "alice", WRONG).status_code == 401
+
+
+def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, instance: Path) -> None:
+    monkeypatch.setenv("SECURECHAT_REGISTER_RATE_LIMIT", "1 per minute")
+    overrides = {k: v for k, v in LIMITED.items() if k != "REGISTER_RATE_LIMIT"}
+    http = create_app(overrides, instance_path=instance).test_client()
+    assert register(http, "alice").status_code == 201
+    assert_rate_limited(register(http, "bob"))
+
+
+def test_storage_uri_is_used(monkeypatch: pytest.MonkeyPatch, instance: Path) -> None:
+    import flask_limiter._extension as extension
+
+    used: list[str] = []
+
+    def fake_storage(uri: str, **options: Any) -> MemoryStorage:
+        used.append(uri)
+        return MemoryStorage()
+
+    monkeypatch.setattr(extension, "storage_from_string", fake_storage)
+    app = create_app({**LIMITED, "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/3"},
+                     instance_path=instance)
+    assert used == ["redis://127.0.0.1:6379/3"]
+    assert app.extensions["securechat.limiter"].storage is not None
+
+
+def test_memory_storage_by_default(app: Flask) -> None:
+    assert isinstance(app.extensions["securechat.limiter"].storage, MemoryStorage)
+
+
+@pytest.mark.parametrize("override", [
+    {"RATELIMIT_STORAGE_URI": "nosuch://127.0.0.1"},
+    {"LOGIN_RATE_LIMIT": "lots"},
+    {"CHAT_RATE_LIMIT": ""},
+    {"PROXY_FIX": -1},
+    {"PROXY_FIX": "2"},
+    {"PROXY_FIX": True},
+])
+def test_bad_settings_refused(override: dict[str, Any], instance: Path) -> None:
+    with pytest.raises(ConfigError):
+        create_app({**LIMITED, **override}, instance_path=instance)
+
+
+# --- addresses behind a proxy ----------------------------------------------------------
+
+
+def _register_via_proxy(http: FlaskClient, name: str, forwarded: str) -> TestResponse:
+    return http.post("/api/register", json={"username": name, "password": PASSWORD},
+                     headers={"X-Forwarded-For": forwarded}, **from_addr("10.0.0.254"))
+
+
+def test_forwarded_for_is_ignored_without_proxy_fix(http: FlaskClient) -> None:
+    # A client cannot dodge the limit by inventing X-Forwarded-For headers.
+    for i in range(3):
+        assert _register_via_proxy(http, f"user{i}", f"192.0.2.{i}").status_code == 201
+    assert_rate_limited(_register_via_proxy(http, "user3", "192.0.2.99"))
+
+
+def test_proxy_fix_limits_the_forwarded_address(settings: dict[str, Any],
+                                                instance: Path) -> None:
+    settings["PROXY_FIX"] = 1
+    http = create_app(settings, instance_path=instance).test_client()
+    for i in range(3):
+        assert _register_via_proxy(http, f"user{i}", "192.0.2.1").status_code == 201
+    assert_rate_limited(_register_via_proxy(http, "user3", "192.0.2.1"))
+    # Another client behind the same proxy is counted on its own.
+    assert _register_via_proxy(http, "user4", "192.0.2.2").status_code == 201
+    # Only the last hop is trusted: a spoofed earlier entry changes nothing.
+    assert_rate_limited(_register_via_proxy(http, "user5", "203.0.113.9, 192.0.2.1"))
+
+
+# --- over real HTTP ---------------------------------------------------------------------
+
+
+def test_client_sees_rate_limited_error(server: BackgroundServer) -> None:
+    with ChatClient(server.url) as client:
+        client.register("alice", PASSWORD)
+        for _ in range(3):
+            with pytest.raises(ApiError) as failed:
+                client.login("alice", WRONG)
+            assert failed.value.status == 401
+        with pytest.raises(ApiError) as limited:
+            client.login("alice", PASSWORD)
+    assert (limited.value.status, limited.value.code) == (429, "rate_limited")
