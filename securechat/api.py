@@ -73,6 +73,11 @@ def string_field(data: dict[str, Any], name: str) -> str:
     value = data.get(name)
     if not isinstance(value, str):
         fail(400, "invalid_field", f"'{name}' must be a string.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON allows lone surrogates ("\ud800"); they cannot be stored, so refuse them here.
+        fail(400, "invalid_field", f"'{name}' must be valid Unicode text.")
     return value
 
 

@@ -104,7 +104,8 @@ def _page_args() -> tuple[int, int | None]:
         fail(400, "invalid_query", "'limit' and 'before' must be integers.")
     if not 1 <= limit <= MAX_PAGE or (before is not None and before < 0):
         fail(400, "invalid_query", f"'limit' is 1-{MAX_PAGE}; 'before' is not negative.")
-    return limit, before
+    # A huge 'before' means "from the newest"; unclamped it overflows SQLite's integers (500).
+    return limit, None if before is None else min(before, 2**62)
 
 
 @bp.get("/<conv_id>/messages")
