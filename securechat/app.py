@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 
-from . import api, auth, chat, limits, store
+from . import api, auth, chat, limits, store, web
 from . import config as settings
 from .errors import ConfigError
 from .responders import make_responder
@@ -59,6 +59,7 @@ def create_app(config: Mapping[str, Any] | None = None,
     api.register_error_handlers(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(chat.bp)
+    app.register_blueprint(web.bp)
     app.add_url_rule("/api/health", "health", _health)
     limits.init_app(app)  # after every route: it wraps the limited views
     app.after_request(_security_headers)

@@ -1,0 +1,590 @@
+"""An ipywidgets chat box: log in, pick a conversation, chat. Nothing typed runs as code.
+
+Every message is escaped with :func:`html.escape` before it reaches an ``HTML``
+widget (whose value the browser sets as ``innerHTML``); assistant replies may use
+a small Markdown subset that :func:`render_markdown` builds *after* escaping, so no
+HTML from a message can survive. Callbacks show errors inline and re-enable the UI
+in ``finally``; nothing here starts a thread.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import anywidget
+import ipywidgets as w
+import traitlets
+
+from .client import ChatClient
+from .errors import ApiError, SecureChatError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The browser half of ChatInput. ipywidgets' Textarea cannot tell Enter from
+# Shift+Enter (it has no key events), so this tiny module does: Enter sends a
+# "submit" message to Python, Shift+Enter keeps the textarea's own new line.
+_INPUT_ESM = r"""
+function render({ model, el }) {
+  const box = document.createElement("textarea");
+  box.className = "securechat-input";
+  box.rows = 3;
+  box.setAttribute("aria-label", "Message");
+  Object.assign(box.style, {
+    width: "100%", boxSizing: "border-box", resize: "vertical", font: "inherit",
+    padding: "6px 8px", borderRadius: "6px",
+    border: "1px solid var(--jp-border-color1, #999)",
+    background: "var(--jp-layout-color0, #fff)", color: "var(--jp-ui-font-color0, #111)",
+  });
+  let hadFocus = false;
+  const sync = () => {
+    if (box.value !== model.get("value")) box.value = model.get("value");
+    box.placeholder = model.get("placeholder");
+    const disabled = model.get("disabled");
+    if (disabled && document.activeElement === box) hadFocus = true;
+    box.disabled = disabled;
+    // Give the focus back after a reply, so the person can keep typing.
+    if (!disabled && hadFocus) { hadFocus = false; box.focus(); }
+  };
+  const onInput = () => { model.set("value", box.value); model.save_changes(); };
+  const onKeydown = (event) => {
+    // Keep JupyterLab's shortcuts (Shift+Enter runs a cell, A/B/D add or delete
+    // cells) away from what the person types here.
+    event.stopPropagation();
+    const plainEnter = event.key === "Enter" && !event.shiftKey && !event.altKey &&
+      !event.ctrlKey && !event.metaKey && !event.isComposing;
+    if (!plainEnter) return;
+    event.preventDefault();
+    if (box.disabled || !box.value.trim()) return;
+    model.set("value", box.value);
+    model.save_changes();
+    model.send({ type: "submit", text: box.value });
+  };
+  sync();
+  box.addEventListener("input", onInput);
+  box.addEventListener("keydown", onKeydown);
+  model.on("change:value change:disabled change:placeholder", sync);
+  el.appendChild(box);
+  return () => {
+    model.off("change:value change:disabled change:placeholder", sync);
+    box.removeEventListener("input", onInput);
+    box.removeEventListener("keydown", onKeydown);
+  };
+}
+export default { render };
+"""
+
+
+# Spacing for the tags render_markdown makes; anywidget adds it to the page with the input.
+_CSS = """
+.securechat-msg p, .securechat-msg ul, .securechat-msg ol, .securechat-msg pre,
+.securechat-msg blockquote { margin: 0.25em 0; }
+.securechat-msg ul, .securechat-msg ol { padding-left: 1.4em; }
+.securechat-msg pre { padding: 6px 8px; overflow-x: auto; border-radius: 6px;
+  background: var(--jp-layout-color3, #ddd); }
+.securechat-msg blockquote { padding-left: 8px;
+  border-left: 3px solid var(--jp-border-color1, #aaa); }
+"""
+
+
+class ChatInput(anywidget.AnyWidget):  # type: ignore[misc]
+    """A multi-line text box: Enter submits, Shift+Enter starts a new line."""
+
+    _esm = _INPUT_ESM
+    _css = _CSS
+    value = traitlets.Unicode("").tag(sync=True)
+    placeholder = traitlets.Unicode("").tag(sync=True)
+    disabled = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._submit_handlers: list[Callable[[str], None]] = []
+        self.on_msg(self._on_frontend_message)
+
+    def on_submit(self, handler: Callable[[str], None]) -> None:
+        """Call ``handler(text)`` when the person presses Enter (or :meth:`submit` is called)."""
+        self._submit_handlers.append(handler)
+
+    def submit(self) -> None:
+        """Do what Enter does: hand the current text to the submit handlers."""
+        if self.disabled:
+            return
+        for handler in self._submit_handlers:
+            handler(self.value)
+
+    def _on_frontend_message(self, _widget: Any, content: Any, _buffers: Sequence[Any]) -> None:
+        # The browser sends the text along, so a value update still in flight cannot be lost.
+        if isinstance(content, dict) and content.get("type") == "submit":
+            text = content.get("text")
+            if isinstance(text, str):
+                self.value = text
+                self.submit()
+
+
+# --- rendering ------------------------------------------------------------------
+
+_FENCE = re.compile(r"^```[^\n`]*\n(.*?)(?:\n```[ \t]*$|\Z)", re.S | re.M)
+_BLANK_LINES = re.compile(r"\n[ \t]*\n")
+_BULLET = re.compile(r"^\s*[-*+]\s+(.*)$")
+_NUMBERED = re.compile(r"^\s*\d{1,9}[.)]\s+(.*)$")
+_HEADING = re.compile(r"^#{1,6}\s+(.*)$")
+_QUOTE = re.compile(r"^&gt;\s?(.*)$")
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
+_ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![*\w])")
+
+_ROLE_LABEL = {"user": "You", "assistant": "Assistant"}
+_BUBBLE = ("padding:6px 10px;margin:3px 0;border-radius:10px;max-width:85%;"
+           "overflow-wrap:anywhere;line-height:1.4;")
+_ROLE_STYLE = {
+    "user": _BUBBLE + "margin-left:auto;background:var(--jp-brand-color3,#dbeafe);"
+                      "color:var(--jp-ui-font-color0,#111);",
+    "assistant": _BUBBLE + "margin-right:auto;background:var(--jp-layout-color2,#eee);"
+                           "color:var(--jp-ui-font-color0,#111);",
+}
+
+
+def _inline(escaped: str) -> str:
+    """Format code spans, bold and italics in text that is already HTML-escaped."""
+    parts = _CODE_SPAN.split(escaped)
+    for i, part in enumerate(parts):
+        if i % 2:  # inside a code span: shown as is
+            parts[i] = f"<code>{part}</code>"
+        else:
+            parts[i] = _ITALIC.sub(r"<em>\1</em>", _BOLD.sub(r"<strong>\1</strong>", part))
+    return "".join(parts)
+
+
+def _kind(line: str) -> str:
+    for kind, pattern in (("ul", _BULLET), ("ol", _NUMBERED), ("quote", _QUOTE),
+                          ("heading", _HEADING)):
+        if pattern.match(line):
+            return kind
+    return "text"
+
+
+def _block(escaped: str) -> str:
+    """Render one paragraph-like block of escaped text, line runs of one kind at a time."""
+    out: list[str] = []
+    for kind, run in itertools.groupby(escaped.strip("\n").split("\n"), key=_kind):
+        lines = list(run)
+        if kind in ("ul", "ol"):
+            pattern = _BULLET if kind == "ul" else _NUMBERED
+            items = (pattern.match(line) for line in lines)
+            body = "".join(f"<li>{_inline(m.group(1))}</li>" for m in items if m)
+            out.append(f"<{kind}>{body}</{kind}>")
+        elif kind == "quote":
+            quoted = (_QUOTE.match(line) for line in lines)
+            out.append("<blockquote>" + "<br>".join(_inline(m.group(1)) for m in quoted if m)
+                       + "</blockquote>")
+        elif kind == "heading":
+            headings = (_HEADING.match(line) for line in lines)
+            out.extend(f"<p><strong>{_inline(m.group(1))}</strong></p>" for m in headings if m)
+        else:
+            out.append("<p>" + "<br>".join(_inline(line) for line in lines) + "</p>")
+    return "".join(out)
+
+
+def _blocks(escaped: str) -> str:
+    return "".join(_block(b) for b in _BLANK_LINES.split(escaped) if b.strip())
+
+
+def render_markdown(text: str) -> str:
+    """Render a safe Markdown subset: ``text`` is escaped first, so no HTML of it survives.
+
+    Supported: paragraphs, line breaks, fenced code, `code`, **bold**, *italics*,
+    lists, quotes and headings. Links and images are left as plain text. The output
+    holds only attribute-free tags from a fixed set.
+    """
+    escaped = html.escape(text, quote=True)
+    out: list[str] = []
+    pos = 0
+    for fence in _FENCE.finditer(escaped):
+        out.append(_blocks(escaped[pos:fence.start()]))
+        out.append(f"<pre><code>{fence.group(1)}</code></pre>")
+        pos = fence.end()
+    out.append(_blocks(escaped[pos:]))
+    return "".join(out)
+
+
+def message_html(role: str, content: str) -> str:
+    """One chat bubble: user text escaped as is, assistant text through render_markdown."""
+    if role == "user":
+        body = f'<div style="white-space:pre-wrap">{html.escape(content, quote=True)}</div>'
+    else:
+        body = render_markdown(content)
+    label = _ROLE_LABEL.get(role, "Assistant")
+    style = _ROLE_STYLE.get(role, _ROLE_STYLE["assistant"])
+    kind = "user" if role == "user" else "assistant"
+    # tex2jax_ignore: JupyterLab's MathJax must not turn "$5 and $6" into formulas.
+    return (f'<div class="securechat-msg securechat-{kind} tex2jax_ignore" style="{style}">'
+            f'<div style="font-size:0.8em;opacity:0.7">{label}</div>{body}</div>')
+
+
+def describe_error(error: SecureChatError) -> str:
+    """A readable sentence for an error, with what the person can do about it."""
+    if not isinstance(error, ApiError):
+        return str(error)
+    if error.status == 0:
+        return f"{error.message} Check the server, then try again."
+    if error.status == 429:
+        return f"{error.message} Wait a moment, then try again."
+    if error.status >= 500:
+        return f"The server could not answer: {error.message} (HTTP {error.status}). Try again."
+    return error.message
+
+
+# --- the chat box -----------------------------------------------------------------
+
+class ChatBox:
+    """A chat UI over a :class:`ChatClient`: login/register, conversations, messages, input.
+
+    Display it as a cell's last expression. Drive it from code with :meth:`login`,
+    :meth:`register`, :meth:`send`, :meth:`new_conversation`, :meth:`switch`,
+    :meth:`delete_conversation`, :meth:`logout`; :meth:`close` removes its widgets.
+    """
+
+    def __init__(self, client: ChatClient) -> None:
+        self.client = client
+        self.conversation_id: str | None = None
+        self.messages: list[dict[str, Any]] = []
+        self.logged_in = False
+        self._busy = False
+        self._picking = False  # True while the picker is refilled from code
+        self._bubbles: list[w.HTML] = []
+
+        # Login / register panel.
+        self.username = w.Text(description="Username", placeholder="3-32 of A-Z a-z 0-9 _ . -")
+        self.password = w.Password(description="Password", placeholder="at least 8 characters")
+        self.login_button = w.Button(description="Log in", button_style="primary")
+        self.register_button = w.Button(description="Register")
+        self.login_panel = w.VBox([
+            w.HTML("<b>Log in or create an account</b>"), self.username, self.password,
+            w.HBox([self.login_button, self.register_button]),
+        ])
+
+        # Chat panel.
+        self.who = w.HTML()
+        self.logout_button = w.Button(description="Log out", layout=w.Layout(width="auto"))
+        self.picker = w.Dropdown(description="Chat", options=[], value=None,
+                                 layout=w.Layout(flex="1 1 auto", width="auto"))
+        self.new_button = w.Button(description="New", tooltip="Start a new conversation",
+                                   layout=w.Layout(width="auto"))
+        self.delete_button = w.Button(description="Delete", button_style="danger",
+                                      tooltip="Delete this conversation",
+                                      layout=w.Layout(width="auto"))
+        # column-reverse keeps the newest message in view without any scrolling code.
+        self.message_list = w.VBox(layout=w.Layout(
+            flex_flow="column-reverse", overflow="auto", max_height="420px",
+            min_height="120px", padding="4px", border="1px solid var(--jp-border-color2, #ddd)"))
+        self._empty_hint = w.HTML("<i>No messages yet: type below and press Enter.</i>")
+        self.thinking = w.HTML(layout=w.Layout(display="none"))
+        self.input = ChatInput(placeholder="Message (Enter sends, Shift+Enter: new line)",
+                               layout=w.Layout(flex="1 1 auto", width="auto"))
+        self.send_button = w.Button(description="Send", button_style="primary",
+                                    layout=w.Layout(width="auto", align_self="flex-end"))
+        self.chat_panel = w.VBox([
+            w.HBox([self.who, self.logout_button],
+                   layout=w.Layout(justify_content="space-between")),
+            w.HBox([self.picker, self.new_button, self.delete_button]),
+            self.message_list, self.thinking,
+            w.HBox([self.input, self.send_button]),
+        ])
+
+        self.notice = w.HTML()  # errors and notices, shown under either panel
+        self.root = w.VBox([self.login_panel, self.notice],
+                           layout=w.Layout(max_width="760px"))
+        self._wire()
+        if client.username:
+            # The client is already logged in: go straight to the chat.
+            self._run(self._enter_chat)
+
+    # --- wiring --------------------------------------------------------------------
+
+    def _wire(self) -> None:
+        self.login_button.on_click(lambda _b: self._login_from_fields(register=False))
+        self.register_button.on_click(lambda _b: self._login_from_fields(register=True))
+        self.logout_button.on_click(lambda _b: self.logout())
+        self.new_button.on_click(lambda _b: self.new_draft())
+        self.delete_button.on_click(lambda _b: self.delete_conversation())
+        self.send_button.on_click(lambda _b: self.send(self.input.value))
+        self.input.on_submit(self.send)
+        self.picker.observe(self._picked, names="value")
+
+    def _widgets(self) -> list[w.Widget]:
+        singles = [self.username, self.password, self.login_button, self.register_button,
+                   self.who, self.logout_button, self.picker, self.new_button,
+                   self.delete_button, self.message_list, self.thinking, self.input,
+                   self.send_button, self.notice, self._empty_hint]
+        containers = [self.login_panel, *self.login_panel.children, self.chat_panel,
+                      *self.chat_panel.children, self.root]
+        return [*self._bubbles, *singles, *containers]
+
+    def _login_from_fields(self, register: bool) -> None:
+        username, password = self.username.value, self.password.value
+        # The password must not linger in the widget state (saved notebooks can keep it).
+        self.password.value = ""
+        if register:
+            self.register(username, password)
+        else:
+            self.login(username, password)
+
+    def _picked(self, change: dict[str, Any]) -> None:
+        if self._picking or change["new"] is None or change["new"] == self.conversation_id:
+            return
+        self._run(lambda: self._load(change["new"]))
+
+    # --- running one action ------------------------------------------------------
+
+    def _run(self, action: Callable[[], T], thinking: bool = False) -> T | None:
+        """Run one action with the UI disabled; errors are shown inline, never raised."""
+        if self._busy:
+            return None
+        self._set_busy(True, thinking)
+        self.show_notice("")
+        try:
+            return action()
+        except ApiError as e:
+            if e.status == 401 and self.logged_in:
+                self._leave_chat("Your session expired or was closed; log in again.")
+            else:
+                self.show_notice(describe_error(e), error=True)
+        except SecureChatError as e:
+            self.show_notice(describe_error(e), error=True)
+        except Exception as e:
+            # A bug of ours: keep the box usable and say so; the traceback goes to the log.
+            log.exception("ChatBox action failed")
+            self.show_notice(f"Unexpected error ({type(e).__name__}); see the log.", error=True)
+        finally:
+            self._set_busy(False, False)
+        return None
+
+    def _set_busy(self, busy: bool, thinking: bool) -> None:
+        self._busy = busy
+        for widget in (self.input, self.send_button, self.picker, self.new_button,
+                       self.delete_button, self.logout_button, self.login_button,
+                       self.register_button, self.username, self.password):
+            widget.disabled = busy
+        if not busy:
+            self.delete_button.disabled = self.conversation_id is None
+        self.thinking.value = "<i>thinking…</i>" if thinking else ""
+        self.thinking.layout.display = None if thinking else "none"
+
+    def show_notice(self, text: str, error: bool = False) -> None:
+        """Show ``text`` (escaped) under the box; an empty string clears it."""
+        if not text:
+            self.notice.value = ""
+            return
+        color = "var(--jp-error-color1,#b00020)" if error else "var(--jp-ui-font-color1,#333)"
+        self.notice.value = (f'<div role="alert" style="color:{color};white-space:pre-wrap">'
+                             f"{html.escape(text)}</div>")
+
+    @property
+    def error(self) -> str:
+        """The notice currently shown, as plain text ('' when none)."""
+        return html.unescape(re.sub(r"<[^>]*>", "", self.notice.value))
+
+    # --- account -----------------------------------------------------------------
+
+    def login(self, username: str, password: str) -> bool:
+        """Log in and switch to the chat; False (with the reason shown) when it failed."""
+        def action() -> bool:
+            self.client.login(username, password)  # 401 "wrong username or password" is shown
+            self._enter_chat()
+            return True
+
+        return bool(self._run(action))
+
+    def register(self, username: str, password: str) -> bool:
+        """Create an account, then log in; False (with the reason shown) when it failed."""
+        if not self._run(lambda: self.client.register(username, password)):
+            return False
+        return self.login(username, password)
+
+    def logout(self) -> None:
+        """Log out (the server revokes the session) and show the login panel."""
+        def action() -> None:
+            try:
+                self.client.logout()
+            finally:
+                # Even when the server is unreachable, this box forgets the session.
+                self._leave_chat("Logged out.")
+
+        self._run(action)
+
+    def _enter_chat(self) -> None:
+        self.client.session()  # confirms the session and refreshes the CSRF token
+        self.logged_in = True
+        self.who.value = f"Signed in as <b>{html.escape(self.client.username or '')}</b>"
+        self.username.value = ""
+        self.root.children = (self.chat_panel, self.notice)
+        self._refresh(select=None)
+
+    def _leave_chat(self, notice: str) -> None:
+        self.logged_in = False
+        self.client.csrf_token = self.client.username = None
+        self.conversation_id = None
+        self._show_messages([])
+        self._fill_picker([], None)
+        self.root.children = (self.login_panel, self.notice)
+        self.show_notice(notice, error=notice != "Logged out.")
+
+    # --- conversations -------------------------------------------------------------
+
+    def _fill_picker(self, conversations: list[dict[str, Any]], value: str | None) -> None:
+        self._picking = True
+        try:
+            self.picker.options = [(c["title"], c["id"]) for c in conversations]
+            self.picker.value = value
+        finally:
+            self._picking = False
+
+    def _refresh(self, select: str | None) -> None:
+        """Reload the conversation list and show ``select`` (or the newest)."""
+        conversations = self.client.conversations()
+        ids = [c["id"] for c in conversations]
+        chosen = select if select in ids else (ids[0] if ids else None)
+        self._fill_picker(conversations, chosen)
+        if chosen is None:
+            self.conversation_id = None
+            self._show_messages([])
+        else:
+            self._load(chosen)
+
+    def _entries(self) -> list[dict[str, Any]]:
+        return [{"title": title, "id": conv_id} for title, conv_id in self.picker.options]
+
+    def _load(self, conversation_id: str) -> None:
+        """Show a conversation's whole history (every page)."""
+        history = self.client.history(conversation_id)
+        self.conversation_id = conversation_id
+        self._show_messages(history)
+        if self.picker.value != conversation_id:
+            entries = self._entries()
+            if conversation_id not in {e["id"] for e in entries}:
+                entries = self.client.conversations()  # created elsewhere since the last refresh
+            self._fill_picker(entries, conversation_id)
+
+    def conversations(self) -> list[tuple[str, str]]:
+        """The picker's entries as (title, id), newest first."""
+        return list(self.picker.options)
+
+    def new_conversation(self, title: str | None = None) -> str | None:
+        """Create a conversation now and switch to it; return its id (None on failure)."""
+        def action() -> str:
+            conv = self.client.new_conversation(title)
+            self._refresh(select=conv["id"])
+            return str(conv["id"])
+
+        return self._run(action)
+
+    def new_draft(self) -> None:
+        """Start an empty conversation; it is created with the first message."""
+        self.conversation_id = None
+        self._show_messages([])
+        self._fill_picker(self._entries(), None)
+        self.show_notice("")
+        self._set_busy(False, False)
+
+    def switch(self, conversation_id: str) -> bool:
+        """Show another conversation; False (with the reason shown) when it failed."""
+        return self._run(lambda: self._load(conversation_id) or True) is True
+
+    def delete_conversation(self, conversation_id: str | None = None) -> bool:
+        """Delete a conversation (default: the one shown) and show the newest left."""
+        target = conversation_id or self.conversation_id
+        if target is None:
+            return False
+
+        def action() -> bool:
+            self.client.delete(target)
+            if target == self.conversation_id:
+                self.conversation_id = None
+            self._refresh(select=self.conversation_id)
+            return True
+
+        return self._run(action) is True
+
+    # --- messages ------------------------------------------------------------------
+
+    def _show_messages(self, messages: list[dict[str, Any]]) -> None:
+        old = self._bubbles
+        self.messages = []
+        self._bubbles = []
+        self._render()
+        for bubble in old:
+            bubble.close()
+        for message in messages:
+            self._append(message)
+
+    def _append(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        bubble = w.HTML(message_html(str(message["role"]), str(message["content"])),
+                        layout=w.Layout(width="100%"))
+        self._bubbles.append(bubble)
+        self._render()
+
+    def _drop_last(self) -> None:
+        self.messages.pop()
+        self._bubbles.pop().close()
+        self._render()
+
+    def _render(self) -> None:
+        if self._bubbles:
+            self.message_list.children = tuple(reversed(self._bubbles))
+        else:
+            self.message_list.children = (self._empty_hint,)
+
+    def send(self, text: str) -> dict[str, Any] | None:
+        """Send ``text`` as the person would; return the reply, or None (error shown)."""
+        if not text.strip():
+            return None
+        if not self.logged_in:
+            self.show_notice("Log in first.", error=True)
+            return None
+
+        def action() -> dict[str, Any]:
+            self.input.value = ""
+            self._append({"role": "user", "content": text})
+            try:
+                if self.conversation_id is None:
+                    first_line = text.strip().splitlines()[0]
+                    conv = self.client.new_conversation(first_line[:60])
+                    self.conversation_id = conv["id"]
+                    self._fill_picker([conv, *self._entries()], conv["id"])
+                result = self.client.send(self.conversation_id, text)
+            except ApiError as e:
+                # 5xx: the server stored the message before its backend failed; otherwise
+                # it was not stored. Either way the text goes back into the input to retry.
+                if not 500 <= e.status < 600:
+                    self._drop_last()
+                self.input.value = text
+                raise
+            self._append(result["reply"])
+            return dict(result["reply"])
+
+        return self._run(action, thinking=True)
+
+    def transcript(self) -> str:
+        """The shown conversation as plain text, one ``role: content`` line per message."""
+        return "\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
+
+    # --- display and lifetime ---------------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.root._repr_mimebundle_(**kwargs)
+
+    def close(self) -> None:
+        """Close every widget of the box (the client stays open; it is the caller's)."""
+        for widget in self._widgets():
+            widget.close()
+        self._bubbles = []
+
+    def __repr__(self) -> str:
+        who = self.client.username if self.logged_in else "not logged in"
+        return f"<ChatBox {self.client.base_url} ({who})>"

@@ -1,0 +1,53 @@
+"""Shared pieces of the browser tests: Debian's Chromium driven by Playwright (never a download)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, sync_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+# Set to a folder (e.g. docs) to keep the screenshots the tests take; the README's come from it.
+SCREENSHOTS_ENV = "UI_SCREENSHOTS_DIR"
+# Generous: CI machines are slow and JupyterLab loads a lot of JavaScript.
+SLOW_MS = 120_000
+
+
+def require_chromium() -> None:
+    """Skip without Chromium on a developer's machine; in CI (``CI`` set) a missing one fails."""
+    if CHROMIUM.exists():
+        return
+    reason = f"{CHROMIUM} is missing (apt-get install chromium)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}: CI must run the browser tests")
+    pytest.skip(reason)
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """A headless Chromium, closed afterwards."""
+    require_chromium()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def screenshot(target: Page | Locator, name: str, tmp_path: Path) -> Path:
+    """Save a PNG in ``tmp_path``, and in ``$UI_SCREENSHOTS_DIR`` when that is set."""
+    path = tmp_path / name
+    target.screenshot(path=str(path))
+    keep = os.environ.get(SCREENSHOTS_ENV)
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(keep) / name)
+    return path

@@ -1,0 +1,403 @@
+"""ChatBox without a browser: buttons are clicked and values set from code, as ipywidgets allows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from hypothesis import given
+from hypothesis import strategies as st
+
+from securechat import ApiError, BackgroundServer, ChatBox, ChatClient, create_app
+from securechat.responders import BackendUnavailable, Turn
+from securechat.widgets import message_html, render_markdown
+from tests.conftest import FAST, PASSWORD
+
+XSS = [
+    '<img src=x onerror="window.pwned=1">',
+    "<script>window.pwned=1</script>",
+    '"><svg onload=alert(1)>',
+    "<a href=\"javascript:alert(1)\">click</a>",
+    "**<b>bold</b>** `<i>code</i>` *<u>em</u>*",
+    "```\n</code></pre><script>alert(1)</script>\n```",
+    "- <iframe src=//evil>\n- ok",
+    "> <style>body{display:none}</style>",
+    "# <h1 onclick=x>",
+    "&lt;script&gt; already escaped &amp; double",
+    "[link](javascript:alert(1)) ![img](x onerror=alert(1))",
+]
+MARKDOWN_TAGS = {"p", "br", "strong", "em", "code", "pre", "ul", "ol", "li", "blockquote"}
+
+
+class _Tags(HTMLParser):
+    """Collects every tag with its attributes, and anything that is not text or a tag."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+        self.other: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, attrs))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, attrs))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def handle_comment(self, data: str) -> None:
+        self.other.append("comment")
+
+    def handle_decl(self, decl: str) -> None:
+        self.other.append("decl")
+
+    def handle_pi(self, data: str) -> None:
+        self.other.append("pi")
+
+    def unknown_decl(self, data: str) -> None:
+        self.other.append("unknown")
+
+
+def parse(markup: str) -> _Tags:
+    parser = _Tags()
+    parser.feed(markup)
+    parser.close()
+    return parser
+
+
+def assert_safe_markdown(markup: str) -> None:
+    parsed = parse(markup)
+    assert parsed.other == []
+    for tag, attrs in parsed.tags:
+        assert tag in MARKDOWN_TAGS, tag
+        assert attrs == [], (tag, attrs)
+
+
+# --- the renderer ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("payload", XSS)
+def test_markdown_keeps_no_html_of_the_message(payload: str) -> None:
+    out = render_markdown(payload)
+    assert_safe_markdown(out)
+    # Every character of the payload is still there, as text.
+    shown = "".join(parse(out).text)
+    for word in ("script", "onerror", "svg", "iframe", "style", "javascript"):
+        assert (word in payload) == (word in shown)
+
+
+@given(st.text(alphabet=st.sampled_from(list("<>&\"'`*_-#>\n =/abc1.)[]()!")), max_size=80))
+def test_markdown_output_only_ever_has_its_own_tags(text: str) -> None:
+    assert_safe_markdown(render_markdown(text))
+
+
+@given(st.text(max_size=200))
+def test_markdown_any_text_is_safe(text: str) -> None:
+    assert_safe_markdown(render_markdown(text))
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("**bold** and *em*", "<p><strong>bold</strong> and <em>em</em></p>"),
+    ("`a < b`", "<p><code>a &lt; b</code></p>"),
+    ("intro\n- one\n- two", "<p>intro</p><ul><li>one</li><li>two</li></ul>"),
+    ("1. a\n2. b", "<ol><li>a</li><li>b</li></ol>"),
+    ("```py\nx = '<'\n```", "<pre><code>x = &#x27;&lt;&#x27;</code></pre>"),
+    ("line\nnext\n\npara", "<p>line<br>next</p><p>para</p>"),
+    ("snake_case and 2*3*4", "<p>snake_case and 2*3*4</p>"),
+])
+def test_markdown_subset(source: str, expected: str) -> None:
+    assert render_markdown(source) == expected
+
+
+@pytest.mark.parametrize("payload", XSS)
+def test_user_bubble_is_escaped_text(payload: str) -> None:
+    parsed = parse(message_html("user", payload))
+    assert [tag for tag, _ in parsed.tags] == ["div", "div", "div"]
+    assert "".join(parsed.text) == "You" + payload
+
+
+def test_unknown_role_is_not_trusted() -> None:
+    markup = message_html('user" onmouseover="x', "<b>hi</b>")
+    assert "onmouseover" not in markup and "<b>" not in markup
+
+
+# --- the box against a real server ----------------------------------------------------------
+
+@pytest.fixture
+def box(client: ChatClient) -> Iterator[ChatBox]:
+    made = ChatBox(client)
+    yield made
+    made.close()
+
+
+def logged_in_box(make_user: Callable[..., ChatClient]) -> ChatBox:
+    return ChatBox(make_user())
+
+
+def shows_login(box: ChatBox) -> bool:
+    return box.root.children[0] is box.login_panel
+
+
+def bubble_markup(box: ChatBox) -> list[str]:
+    """The HTML the browser gets for each message, oldest first."""
+    return [bubble.value for bubble in reversed(box.message_list.children)]
+
+
+def test_login_failure_is_shown_and_password_not_kept(box: ChatBox) -> None:
+    assert shows_login(box)
+    box.username.value, box.password.value = "nobody", "wrong password"
+    box.login_button.click()
+    assert box.error == "Wrong username or password."
+    assert shows_login(box) and not box.logged_in
+    assert box.password.value == ""
+    assert not box.login_button.disabled
+
+
+def test_register_button_logs_in_and_shows_chat(box: ChatBox) -> None:
+    box.username.value, box.password.value = "newcomer", PASSWORD
+    box.register_button.click()
+    assert box.logged_in and not shows_login(box), box.error
+    assert box.password.value == ""
+    assert "newcomer" in box.who.value
+    assert box.conversations() == []
+
+
+def test_register_refusal_is_shown(box: ChatBox) -> None:
+    assert box.register("x", PASSWORD) is False
+    assert "Usernames are 3-32" in box.error
+    assert box.register("taken", PASSWORD) is True
+    box.logout()
+    assert box.register("TAKEN", PASSWORD) is False
+    assert box.error == "That username is taken."
+
+
+def test_send_button_and_enter_send_and_show_reply(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.input.value = "from the button"
+    box.send_button.click()
+    # What the browser sends when Enter is pressed in the input (see ChatInput's module).
+    box.input._handle_custom_msg({"type": "submit", "text": "from Enter\nwith a new line"}, [])
+    assert box.transcript() == ("user: from the button\nassistant: Echo: from the button\n"
+                                "user: from Enter\nwith a new line\n"
+                                "assistant: Echo: from Enter\nwith a new line")
+    assert box.input.value == "" and not box.input.disabled
+    assert box.conversations()[0][0] == "from the button"  # titled after the first message
+    assert len(bubble_markup(box)) == 4
+    box.close()
+
+
+def test_input_disabled_and_thinking_while_waiting(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    seen: dict[str, Any] = {}
+    real_send = box.client.send
+
+    def watching_send(conversation_id: str, content: str) -> dict[str, Any]:
+        seen.update(input=box.input.disabled, button=box.send_button.disabled,
+                    thinking=box.thinking.value, shown=box.thinking.layout.display)
+        return real_send(conversation_id, content)
+
+    box.client.send = watching_send  # type: ignore[method-assign]
+    box.send("hello")
+    assert seen == {"input": True, "button": True, "thinking": "<i>thinking…</i>", "shown": None}
+    assert not box.input.disabled and not box.send_button.disabled
+    assert box.thinking.layout.display == "none"
+    # Enter while disabled does nothing (a second message cannot overtake the first).
+    box.input.disabled = True
+    box.input._handle_custom_msg({"type": "submit", "text": "ignored"}, [])
+    assert len(box.messages) == 2
+    box.close()
+
+
+def test_server_stopped_gives_readable_error_and_usable_input(
+        server: BackgroundServer, make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.send("before")
+    server.stop()
+    assert box.send("anyone there?") is None
+    assert "Cannot reach" in box.error and "try again" in box.error
+    assert "Traceback" not in box.error
+    assert not box.input.disabled and not box.send_button.disabled
+    assert box.input.value == "anyone there?"  # kept, ready to send again
+    assert [m["content"] for m in box.messages] == ["before", "Echo: before"]
+    box.close()
+
+
+def test_backend_failure_keeps_the_stored_message(
+        app: Flask, make_user: Callable[..., ChatClient]) -> None:
+    class Down:
+        def reply(self, history: list[Turn]) -> str:
+            raise BackendUnavailable("The AI backend cannot be reached.")
+
+    box = logged_in_box(make_user)
+    app.extensions["securechat.responder"] = Down()
+    assert box.send("hello?") is None
+    assert box.error == ("The server could not answer: The AI backend cannot be reached. "
+                         "(HTTP 503). Try again.")
+    assert [m["content"] for m in box.messages] == ["hello?"]  # stored before the backend
+    assert box.input.value == "hello?" and not box.input.disabled
+    box.close()
+
+
+@pytest.mark.parametrize(("error", "shown"), [
+    (ApiError(429, "rate_limited", "Too many requests; slow down."),
+     "Too many requests; slow down. Wait a moment, then try again."),
+    (ApiError(500, "internal_error", "Internal server error."),
+     "The server could not answer: Internal server error. (HTTP 500). Try again."),
+    (ApiError(0, "timeout", "No answer in time."), "No answer in time. Check the server, then "
+     "try again."),
+])
+def test_api_errors_are_shown_inline(make_user: Callable[..., ChatClient], error: ApiError,
+                                     shown: str) -> None:
+    box = logged_in_box(make_user)
+
+    def failing(conversation_id: str, content: str) -> dict[str, Any]:
+        raise error
+
+    box.client.send = failing  # type: ignore[method-assign]
+    assert box.send("hi") is None
+    assert box.error == shown
+    assert not box.input.disabled and box.input.value == "hi"
+    box.close()
+
+
+def test_a_bug_is_shown_not_raised(make_user: Callable[..., ChatClient],
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    box = logged_in_box(make_user)
+
+    def broken(conversation_id: str, content: str) -> dict[str, Any]:
+        raise KeyError("reply")
+
+    box.client.send = broken  # type: ignore[method-assign]
+    assert box.send("hi") is None
+    assert box.error == "Unexpected error (KeyError); see the log."
+    assert "ChatBox action failed" in caplog.text
+    assert not box.input.disabled
+    box.close()
+
+
+def test_session_expiry_returns_to_login(tmp_path: Path) -> None:
+    now = [time.time()]
+    app = create_app({**FAST, "CLOCK": lambda: now[0], "SESSION_IDLE_TIMEOUT": 60},
+                     instance_path=tmp_path / "instance")
+    with BackgroundServer(app) as server, ChatClient(server.url) as client:
+        box = ChatBox(client)
+        assert box.register("sleepy", PASSWORD)
+        box.send("before the nap")
+        now[0] += 120  # past the idle timeout
+        assert box.send("after the nap") is None
+        assert shows_login(box) and not box.logged_in
+        assert "session expired" in box.error
+        assert box.login("sleepy", PASSWORD)
+        assert box.input.value == "after the nap"  # still there to send again
+        assert box.transcript() == "user: before the nap\nassistant: Echo: before the nap"
+        box.close()
+
+
+def test_session_revoked_elsewhere_returns_to_login(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.client.http.cookies.clear()  # as if the session were gone
+    box.new_button.click()
+    box.input.value = "hi"
+    box.send_button.click()
+    assert shows_login(box)
+    assert "log in again" in box.error
+    box.close()
+
+
+def test_logout_button_shows_login_and_forgets_session(
+        make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.send("hi")
+    box.logout_button.click()
+    assert shows_login(box) and not box.logged_in
+    assert box.error == "Logged out."
+    assert box.client.csrf_token is None and box.messages == []
+    assert box.send("nope") is None and box.error == "Log in first."
+    box.close()
+
+
+def test_switching_loads_history(make_user: Callable[..., ChatClient]) -> None:
+    client = make_user()
+    first = client.new_conversation("first")
+    client.send(first["id"], "in the first")
+    second = client.new_conversation("second")
+    client.send(second["id"], "in the second")
+    box = ChatBox(client)  # already logged in: straight to the chat, newest shown
+    assert not shows_login(box)
+    assert [title for title, _ in box.conversations()] == ["second", "first"]
+    assert box.transcript() == "user: in the second\nassistant: Echo: in the second"
+
+    box.picker.value = first["id"]  # what choosing in the dropdown does
+    assert box.conversation_id == first["id"]
+    assert box.transcript() == "user: in the first\nassistant: Echo: in the first"
+    assert box.switch(second["id"]) and box.picker.value == second["id"]
+    assert box.switch("0" * 32) is False and box.error == "No such conversation."
+    assert box.conversation_id == second["id"]
+    box.close()
+
+
+def test_switching_loads_every_page(make_user: Callable[..., ChatClient]) -> None:
+    client = make_user()
+    conv = client.new_conversation("long")
+    for i in range(101):  # 202 messages: more than one page of 200
+        client.send(conv["id"], f"message {i}")
+    box = ChatBox(client)
+    assert len(box.messages) == 202
+    assert box.messages[0]["content"] == "message 0"
+    assert box.messages[-1]["content"] == "Echo: message 100"
+    box.close()
+
+
+def test_new_and_delete_buttons(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.send("one")
+    box.new_button.click()
+    assert box.messages == [] and box.conversation_id is None
+    assert box.delete_button.disabled  # nothing to delete in a draft
+    box.send("two")
+    assert [title for title, _ in box.conversations()] == ["two", "one"]
+    box.delete_button.click()
+    assert [title for title, _ in box.conversations()] == ["one"]
+    assert box.transcript() == "user: one\nassistant: Echo: one"
+    assert box.new_conversation("titled") is not None
+    assert box.conversations()[0][0] == "titled" and box.messages == []
+    box.close()
+
+
+def test_xss_payloads_are_escaped_in_the_rendered_bubbles(
+        make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    for payload in XSS:
+        box.send(payload)
+    markup = bubble_markup(box)
+    assert len(markup) == 2 * len(XSS)
+    for bubble in markup:
+        parsed = parse(bubble)
+        assert parsed.other == []
+        outer, label, *rest = parsed.tags
+        # Our own wrapper and label carry fixed attributes; the rest are bare Markdown tags.
+        assert outer[0] == "div" and {name for name, _ in outer[1]} == {"class", "style"}
+        assert label[0] == "div" and {name for name, _ in label[1]} == {"style"}
+        for tag, attrs in rest:
+            assert tag in MARKDOWN_TAGS | {"div"}, tag
+            assert tag == "div" or attrs == []
+    assert "&lt;script&gt;" in "".join(markup) and "<script" not in "".join(markup)
+    box.close()
+
+
+def test_display_and_close(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.send("hi")
+    bundle = box._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == box.root.model_id
+    widgets = [box.root, box.input, box.picker, box.message_list, *box.message_list.children]
+    box.close()
+    assert all(widget.comm is None for widget in widgets)
+    assert "ChatBox" in repr(box)
