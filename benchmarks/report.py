@@ -1,0 +1,150 @@
+"""Result tables, summary statistics, and the machine description written beside them."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from cryptography.hazmat.backends.openssl import backend
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGES = ("securechat", "flask", "werkzeug", "cryptography", "waitress", "requests",
+             "nbconvert", "nbclient", "ipykernel")
+
+Cell = str | int | float | None
+
+
+@dataclass
+class Table:
+    """One section's results: a title, column names, rows and notes printed under it."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, *cells: Cell) -> None:
+        """Append a row; it must have one cell per column."""
+        if len(cells) != len(self.columns):
+            raise ValueError(f"{self.title}: {len(cells)} cells for {len(self.columns)} columns")
+        self.rows.append(list(cells))
+
+    def markdown(self) -> str:
+        """Render as a GitHub-flavoured markdown table with its notes."""
+        lines = [f"### {self.title}", "",
+                 "| " + " | ".join(self.columns) + " |",
+                 "|" + "|".join("---" for _ in self.columns) + "|"]
+        lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in self.rows]
+        lines += [""] + [f"- {note}" for note in self.notes]
+        return "\n".join(lines).rstrip() + "\n"
+
+
+def _fmt(cell: Cell) -> str:
+    if cell is None:
+        return "–"
+    if isinstance(cell, float):
+        if not math.isfinite(cell):
+            return "–"
+        digits = 0 if abs(cell) >= 1000 else 1 if abs(cell) >= 10 else 2 if abs(cell) >= 1 else 3
+        return f"{cell:,.{digits}f}"
+    return str(cell).replace("|", "\\|")
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of ``values`` (``pct`` in 0-100); NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def machine() -> list[tuple[str, str]]:
+    """Describe this machine and the software measured, as (name, value) pairs."""
+    return [
+        ("date (UTC)", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")),
+        ("CPU", _cpu_model()),
+        ("cores", str(os.cpu_count())),
+        ("RAM", _ram()),
+        ("OS", f"{_os_name()} ({platform.platform()})"),
+        ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
+        ("packages", ", ".join(f"{name} {_version(name)}" for name in _PACKAGES)),
+        ("libraries", f"{backend.openssl_version_text()}, SQLite {sqlite3.sqlite_version}"),
+        ("commit", _git_commit()),
+    ]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ram() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024**2:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "securechat"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    # Only securechat/ matters: uncommitted package edits would make the numbers unreproducible.
+    return head.stdout.strip() + (" (securechat/ modified)" if dirty.stdout.strip() else "")
+
+
+def document(tables: Sequence[Table], command: str, intro: Sequence[str]) -> str:
+    """The whole RESULTS.md: how it was made, on what machine, then every table."""
+    parts = ["# securechat benchmarks: what privacy costs", "",
+             "Generated by `python -m benchmarks` — do not edit by hand; re-run to refresh.", "",
+             f"Command: `{command}`", ""]
+    parts += [f"- {line}" for line in intro] + ["", "## Machine", "",
+                                                "| what | value |", "|---|---|"]
+    parts += [f"| {name} | {_fmt(value)} |" for name, value in machine()]
+    parts += ["", "## Results", ""]
+    parts += [t.markdown() for t in tables]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def command_line() -> str:
+    """The command that produced this run, for the reader to reproduce it."""
+    return " ".join(["python -m benchmarks", *sys.argv[1:]])

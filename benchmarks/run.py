@@ -1,0 +1,205 @@
+"""The command line: run the chosen sections, print each table, write RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import glob
+import os
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import securechat
+
+from . import history, inprocess, loopback, notebooks
+from .report import REPO_ROOT, Table, command_line, document
+
+SECTIONS = ("inprocess", "http", "history", "crypto", "login", "notebooks")
+FULL = {"messages": "100,10000,100000", "requests": 3000, "clients": "1,4,16",
+        "duration": 30.0, "page_reps": 200, "crypto_reps": 20000, "login_reps": 5}
+QUICK = {"messages": "100,1000", "requests": 300, "clients": "1,4", "duration": 10.0,
+         "page_reps": 30, "crypto_reps": 2000, "login_reps": 2}
+TARGET_RATIO, TARGET_PAGE, TARGET_RSS_MB = 0.70, 2.0, 150.0
+
+
+def _ints(text: str) -> list[int]:
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
+    return values
+
+
+def parser() -> argparse.ArgumentParser:
+    """The options; every size is one, ``--quick`` picks small defaults."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small sizes, for a fast look")
+    p.add_argument("--messages", type=_ints, help=f"history sizes [{FULL['messages']}]")
+    p.add_argument("--requests", type=int, help="requests per in-process case and per HTTP "
+                   f"row [{FULL['requests']}]")
+    p.add_argument("--clients", type=_ints, help=f"HTTP concurrencies [{FULL['clients']}]")
+    p.add_argument("--duration", type=float, help="time cap per HTTP row, seconds "
+                   f"[{FULL['duration']:g}]")
+    p.add_argument("--page-reps", type=int, help=f"GETs per history row [{FULL['page_reps']}]")
+    p.add_argument("--crypto-reps", type=int, help=f"calls per crypto row "
+                   f"[{FULL['crypto_reps']}]")
+    p.add_argument("--login-reps", type=int, help=f"KDF runs and logins "
+                   f"[{FULL['login_reps']}]")
+    p.add_argument("--login-concurrency", type=int, default=8,
+                   help="logins sent at once for the memory peak [8, serve's threads]")
+    p.add_argument("--notebooks", default="notebooks/*.ipynb",
+                   help="glob of notebooks to execute, relative to the repository "
+                   "[notebooks/*.ipynb]")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated subset of {','.join(SECTIONS)} (login includes "
+                   "memory and needs history)")
+    p.add_argument("--output", default=str(REPO_ROOT / "benchmarks" / "RESULTS.md"),
+                   help="where to write the results ('-' for nowhere)")
+    p.add_argument("--profile", action="store_true",
+                   help="also print a cProfile of the in-process send route to stderr")
+    return p
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` and fill unset sizes from the full or quick defaults."""
+    args = parser().parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, _ints(value) if isinstance(value, str) else value)
+    args.sections = [s for s in args.sections.split(",") if s]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser().error(f"unknown sections: {', '.join(sorted(unknown))}")
+    if "login" in args.sections and "history" not in args.sections:
+        args.sections.append("history")
+    return args
+
+
+def run(args: argparse.Namespace, work: Path) -> list[Table]:
+    """Run the sections in an order that reuses the history instance; print each table."""
+    tables: list[Table] = []
+    metrics: dict[str, float] = {}
+
+    def done(table: Table) -> None:
+        tables.append(table)
+        print(table.markdown(), flush=True)
+
+    if "crypto" in args.sections:
+        done(inprocess.crypto_per_message(args.crypto_reps))
+    if "inprocess" in args.sections:
+        table, found = inprocess.chat_round_trip(work, args.requests)
+        metrics |= found
+        done(table)
+        if args.profile:
+            _profile(work, args.requests)
+    if "history" in args.sections:
+        hist = history.history_pages(work, args.messages, args.page_reps)
+        metrics |= {f"history_{page}": r for page, r in hist.ratios.items()}
+        done(hist.table)
+        if "login" in args.sections:
+            login, memory, found = loopback.login_and_memory(
+                work, hist, args.login_reps, args.login_reps, args.login_concurrency)
+            metrics |= found | {"history_size": float(hist.largest_size)}
+            done(login)
+            done(memory)
+    if "http" in args.sections:
+        done(loopback.http_load(work, args.clients, args.requests, args.duration)[0])
+    if "notebooks" in args.sections:
+        # An absolute pattern stays absolute when joined; a relative one is the repository's.
+        found = glob.glob(str(REPO_ROOT / args.notebooks)) if args.notebooks else []
+        paths = sorted(Path(p) for p in found)
+        out = work / "executed-notebooks"
+        out.mkdir()
+        done(notebooks.run_notebooks(paths, out))
+    tables.sort(key=lambda t: t.title)
+    return [targets(metrics, args), *tables]
+
+
+def targets(metrics: dict[str, float], args: argparse.Namespace) -> Table:
+    """The issue's targets against what was measured (only those that were)."""
+    table = Table("Targets", ["target", "measured", "met"])
+    if "inprocess_ratio" in metrics:
+        r = metrics["inprocess_ratio"]
+        table.add(f"in-process send ≥ {TARGET_RATIO:.0%} of the floor's throughput",
+                  f"{r:.1%}", _yes(r >= TARGET_RATIO))
+    big, small = max(args.messages), min(args.messages)
+    for page in ("newest", "middle"):
+        if f"history_{page}" in metrics:
+            r = metrics[f"history_{page}"]
+            table.add(f"{page} page at {big:,} messages within {TARGET_PAGE:g}× of {small:,}",
+                      f"{r:.2f}×", _yes(r <= TARGET_PAGE))
+    for key, what in (("rss_paging_mb", "paging the whole conversation"),
+                      ("rss_login_mb", "since start, logins one at a time included"),
+                      ("rss_concurrent_mb", f"{args.login_concurrency} concurrent logins")):
+        if key in metrics:
+            table.add(f"server peak RSS < {TARGET_RSS_MB:g} MB with {big:,} messages, {what}",
+                      f"{metrics[key]:.1f} MB", _yes(metrics[key] < TARGET_RSS_MB))
+    return table
+
+
+def _loadavg() -> str:
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def _profile(work: Path, n: int) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    inprocess.chat_round_trip(work / "profile", n)
+    profiler.disable()
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
+
+
+def intro(args: argparse.Namespace, seconds: float, ignored: Sequence[str]) -> list[str]:
+    """The run's conditions, written above the tables."""
+    lines = [
+        f"Sizes: messages {args.messages}, {args.requests} requests per case/row, clients "
+        f"{args.clients}, at most {args.duration:g} s per HTTP row; whole run {seconds:.0f} s.",
+        "Every server listens on 127.0.0.1 only. Rate limiting is off "
+        "(RATELIMIT_ENABLED=False, SECURECHAT_RATELIMIT_ENABLED=false) so it measures the "
+        "code, not the limiter.",
+        f"KDF: the default ({inprocess.kdf_description()}) for login and memory; lowered "
+        "only where its logins are set-up and nothing timed derives a key (sections 1, 2).",
+        "The caller's SECURECHAT_* variables and .env file are ignored, so the defaults "
+        "apply.",
+        f"Load average (1, 5, 15 min) at the end: {_loadavg()}; other work on the machine "
+        "during the run makes every number worse, fsync-bound ones most.",
+    ]
+    if ignored:
+        lines.append(f"Ignored from the environment: {', '.join(sorted(ignored))}.")
+    measured = Path(securechat.__file__).resolve().parent
+    if measured != REPO_ROOT / "securechat":
+        lines.append(f"WARNING: this process imported securechat from {measured}, not from "
+                     "this repository; the servers ran the repository's.")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks``."""
+    args = parse(argv)
+    ignored = [name for name in os.environ if name.startswith("SECURECHAT_")]
+    for name in ignored:
+        del os.environ[name]
+    cwd, start = Path.cwd(), time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="securechat-bench-") as tmp:
+        os.chdir(tmp)  # securechat reads a .env from the working folder: use an empty one
+        try:
+            tables = run(args, Path(tmp))
+        finally:
+            os.chdir(cwd)
+    text = document(tables, command_line(), intro(args, time.perf_counter() - start, ignored))
+    print(tables[0].markdown())
+    if args.output != "-":
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"written to {args.output}")
+    return 0
