@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from itsdangerous import Signer
 from . import auth
 
 # A stored-XSS payload: harmless as text, script when inserted as HTML (onerror runs).
-XSS_PAYLOAD = '<img src=x onerror="alert(document.cookie)">'
+# No quotes in it, so it survives JSON encoding unchanged and is easy to spot in a page.
+XSS_PAYLOAD = "<img src=x onerror=alert(document.domain)>"
 
 # JavaScript that turns text into markup or code; shipped JS must use none of them.
 JS_SINKS: dict[str, str] = {
@@ -72,7 +74,7 @@ def copy_ciphertext(database: str | Path, source: tuple[str, int],
     The attacker's own SQL, deliberately outside :mod:`securechat.store`: the app never
     moves ciphertext; this simulates someone who can write to the database file.
     """
-    with sqlite3.connect(database) as db:
+    with closing(sqlite3.connect(database)) as db, db:
         row = db.execute("SELECT content FROM messages WHERE conversation_id = ? AND position = ?",
                          source).fetchone()
         if row is None:

@@ -11,7 +11,15 @@ from flask.testing import FlaskClient
 from limits.storage import MemoryStorage
 from werkzeug.test import TestResponse
 
-from securechat import ApiError, BackgroundServer, ChatClient, ConfigError, config, create_app
+from securechat import (
+    ApiError,
+    BackgroundServer,
+    ChatClient,
+    ConfigError,
+    config,
+    create_app,
+    crypto,
+)
 
 from .conftest import FAST, PASSWORD
 
@@ -87,6 +95,23 @@ def test_login_limited_per_username(http: FlaskClient) -> None:
     # ...but not another account from that address.
     assert register(http, "bob", addr="10.3.0.1").status_code == 201
     assert login(http, "bob", addr="10.2.0.1").status_code == 200
+
+
+def test_refused_guesses_cost_no_kdf_work(http: FlaskClient,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in range(3):
+        assert login(http, "alice", WRONG).status_code == 401
+    calls: list[str] = []
+    real = crypto.derive_kek
+
+    def spy(password: str, salt: bytes, params: crypto.KdfParams) -> bytes:
+        calls.append(password)
+        return real(password, salt, params)
+
+    monkeypatch.setattr(crypto, "derive_kek", spy)
+    for _ in range(5):
+        assert_rate_limited(login(http, "alice", WRONG))
+    assert calls == []  # refused before the password is hashed: no CPU to burn
 
 
 def test_successful_logins_are_not_counted(http: FlaskClient) -> None:
