@@ -38,8 +38,9 @@ def create_tutorial_app(secret_key: str | None = None) -> Flask:
     app = Flask("securechat_vulnerable_tutorial")
     # The tutorial: app.secret_key = os.environ.get('SECRET_KEY', 'your-secret-key-here')
     app.secret_key = secret_key or PUBLISHED_SECRET
-    # A timeout is configured but sessions are never made permanent: it is never enforced.
-    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(minutes=30)
+    # The tutorial's timeout: a constant no code ever checks. The signed cookie itself
+    # stays valid for Flask's default 31 days and cannot be revoked by the server.
+    app.config["SESSION_TIMEOUT"] = timedelta(minutes=30)
     # A new Fernet key per process: every stored message is lost at restart.
     cipher = Fernet(Fernet.generate_key())
     messages: list[bytes] = []
