@@ -27,31 +27,42 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The browser half of ChatInput. ipywidgets' Textarea cannot tell Enter from
-# Shift+Enter (it has no key events), so this tiny module does: Enter sends a
-# "submit" message to Python, Shift+Enter keeps the textarea's own new line.
+# Shift+Enter (it has no key events), so this tiny module does: Enter (or the Send
+# button) hands the text to Python in one "submit" message, Shift+Enter keeps the
+# textarea's own new line. The text is not synced on every keystroke: a throttled
+# value update could then arrive after the submit and undo Python's clearing.
 _INPUT_ESM = r"""
 function render({ model, el }) {
+  const row = document.createElement("div");
+  Object.assign(row.style, { display: "flex", gap: "6px", alignItems: "flex-end", width: "100%" });
   const box = document.createElement("textarea");
   box.className = "securechat-input";
   box.rows = 3;
   box.setAttribute("aria-label", "Message");
   Object.assign(box.style, {
-    width: "100%", boxSizing: "border-box", resize: "vertical", font: "inherit",
+    flex: "1 1 auto", boxSizing: "border-box", resize: "vertical", font: "inherit",
     padding: "6px 8px", borderRadius: "6px",
     border: "1px solid var(--jp-border-color1, #999)",
     background: "var(--jp-layout-color0, #fff)", color: "var(--jp-ui-font-color0, #111)",
   });
+  const send = document.createElement("button");
+  send.type = "button";
+  send.className = "jupyter-widgets jupyter-button widget-button mod-primary securechat-send";
+  send.textContent = "Send";
   let hadFocus = false;
-  const sync = () => {
-    if (box.value !== model.get("value")) box.value = model.get("value");
+  const submit = () => {
+    if (box.disabled || !box.value.trim()) return;
+    model.send({ type: "submit", text: box.value });
+  };
+  const onValue = () => { box.value = model.get("value"); };
+  const onState = () => {
     box.placeholder = model.get("placeholder");
     const disabled = model.get("disabled");
     if (disabled && document.activeElement === box) hadFocus = true;
-    box.disabled = disabled;
+    box.disabled = send.disabled = disabled;
     // Give the focus back after a reply, so the person can keep typing.
     if (!disabled && hadFocus) { hadFocus = false; box.focus(); }
   };
-  const onInput = () => { model.set("value", box.value); model.save_changes(); };
   const onKeydown = (event) => {
     // Keep JupyterLab's shortcuts (Shift+Enter runs a cell, A/B/D add or delete
     // cells) away from what the person types here.
@@ -60,20 +71,21 @@ function render({ model, el }) {
       !event.ctrlKey && !event.metaKey && !event.isComposing;
     if (!plainEnter) return;
     event.preventDefault();
-    if (box.disabled || !box.value.trim()) return;
-    model.set("value", box.value);
-    model.save_changes();
-    model.send({ type: "submit", text: box.value });
+    submit();
   };
-  sync();
-  box.addEventListener("input", onInput);
+  onValue();
+  onState();
   box.addEventListener("keydown", onKeydown);
-  model.on("change:value change:disabled change:placeholder", sync);
-  el.appendChild(box);
+  send.addEventListener("click", submit);
+  model.on("change:value", onValue);
+  model.on("change:disabled change:placeholder", onState);
+  row.append(box, send);
+  el.appendChild(row);
   return () => {
-    model.off("change:value change:disabled change:placeholder", sync);
-    box.removeEventListener("input", onInput);
+    model.off("change:value", onValue);
+    model.off("change:disabled change:placeholder", onState);
     box.removeEventListener("keydown", onKeydown);
+    send.removeEventListener("click", submit);
   };
 }
 export default { render };
@@ -93,7 +105,11 @@ _CSS = """
 
 
 class ChatInput(anywidget.AnyWidget):  # type: ignore[misc]
-    """A multi-line text box: Enter submits, Shift+Enter starts a new line."""
+    """A multi-line text box with a Send button: Enter sends, Shift+Enter starts a new line.
+
+    ``value`` is what Python shows in the box (it is cleared after sending and given
+    back after a failure); what the person types reaches Python with each submit.
+    """
 
     _esm = _INPUT_ESM
     _css = _CSS
@@ -111,14 +127,13 @@ class ChatInput(anywidget.AnyWidget):  # type: ignore[misc]
         self._submit_handlers.append(handler)
 
     def submit(self) -> None:
-        """Do what Enter does: hand the current text to the submit handlers."""
+        """Do what Enter or Send does: hand ``value`` to the submit handlers."""
         if self.disabled:
             return
         for handler in self._submit_handlers:
             handler(self.value)
 
     def _on_frontend_message(self, _widget: Any, content: Any, _buffers: Sequence[Any]) -> None:
-        # The browser sends the text along, so a value update still in flight cannot be lost.
         if isinstance(content, dict) and content.get("type") == "submit":
             text = content.get("text")
             if isinstance(text, str):
@@ -285,15 +300,13 @@ class ChatBox:
         self._empty_hint = w.HTML("<i>No messages yet: type below and press Enter.</i>")
         self.thinking = w.HTML(layout=w.Layout(display="none"))
         self.input = ChatInput(placeholder="Message (Enter sends, Shift+Enter: new line)",
-                               layout=w.Layout(flex="1 1 auto", width="auto"))
-        self.send_button = w.Button(description="Send", button_style="primary",
-                                    layout=w.Layout(width="auto", align_self="flex-end"))
+                               layout=w.Layout(width="100%"))
         self.chat_panel = w.VBox([
             w.HBox([self.who, self.logout_button],
                    layout=w.Layout(justify_content="space-between")),
             w.HBox([self.picker, self.new_button, self.delete_button]),
             self.message_list, self.thinking,
-            w.HBox([self.input, self.send_button]),
+            self.input,
         ])
 
         self.notice = w.HTML()  # errors and notices, shown under either panel
@@ -312,7 +325,6 @@ class ChatBox:
         self.logout_button.on_click(lambda _b: self.logout())
         self.new_button.on_click(lambda _b: self.new_draft())
         self.delete_button.on_click(lambda _b: self.delete_conversation())
-        self.send_button.on_click(lambda _b: self.send(self.input.value))
         self.input.on_submit(self.send)
         self.picker.observe(self._picked, names="value")
 
@@ -320,7 +332,7 @@ class ChatBox:
         singles = [self.username, self.password, self.login_button, self.register_button,
                    self.who, self.logout_button, self.picker, self.new_button,
                    self.delete_button, self.message_list, self.thinking, self.input,
-                   self.send_button, self.notice, self._empty_hint]
+                   self.notice, self._empty_hint]
         containers = [self.login_panel, *self.login_panel.children, self.chat_panel,
                       *self.chat_panel.children, self.root]
         return [*self._bubbles, *singles, *containers]
@@ -366,7 +378,7 @@ class ChatBox:
 
     def _set_busy(self, busy: bool, thinking: bool) -> None:
         self._busy = busy
-        for widget in (self.input, self.send_button, self.picker, self.new_button,
+        for widget in (self.input, self.picker, self.new_button,
                        self.delete_button, self.logout_button, self.login_button,
                        self.register_button, self.username, self.password):
             widget.disabled = busy

@@ -183,6 +183,13 @@ def test_chat_in_jupyterlab(lab: Lab, tmp_path: Path) -> None:
         expect(box).to_be_enabled()
         assert page.locator(".securechat-msg img").count() == 0
         assert page.evaluate("() => window.pwned") is None
+
+        # The Send button does the same as Enter.
+        box.fill("**sent** with the button")
+        page.locator("button.securechat-send").click()
+        sent = page.locator(".securechat-assistant").filter(has_text="with the button")
+        expect(sent.locator("strong")).to_have_text("sent")  # Markdown, rendered safely
+        expect(box).to_have_value("")
         box.scroll_into_view_if_needed()
         screenshot(page, "jupyterlab.png", tmp_path)
         page.close()

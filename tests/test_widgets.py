@@ -177,11 +177,11 @@ def test_register_refusal_is_shown(box: ChatBox) -> None:
     assert box.error == "That username is taken."
 
 
-def test_send_button_and_enter_send_and_show_reply(make_user: Callable[..., ChatClient]) -> None:
+def test_enter_and_send_show_reply(make_user: Callable[..., ChatClient]) -> None:
     box = logged_in_box(make_user)
     box.input.value = "from the button"
-    box.send_button.click()
-    # What the browser sends when Enter is pressed in the input (see ChatInput's module).
+    box.input.submit()
+    # What the browser sends on Enter or Send (see ChatInput's module): the typed text.
     box.input._handle_custom_msg({"type": "submit", "text": "from Enter\nwith a new line"}, [])
     assert box.transcript() == ("user: from the button\nassistant: Echo: from the button\n"
                                 "user: from Enter\nwith a new line\n"
@@ -198,18 +198,22 @@ def test_input_disabled_and_thinking_while_waiting(make_user: Callable[..., Chat
     real_send = box.client.send
 
     def watching_send(conversation_id: str, content: str) -> dict[str, Any]:
-        seen.update(input=box.input.disabled, button=box.send_button.disabled,
+        seen.update(input=box.input.disabled, picker=box.picker.disabled,
                     thinking=box.thinking.value, shown=box.thinking.layout.display)
         return real_send(conversation_id, content)
 
     box.client.send = watching_send  # type: ignore[method-assign]
     box.send("hello")
-    assert seen == {"input": True, "button": True, "thinking": "<i>thinking…</i>", "shown": None}
-    assert not box.input.disabled and not box.send_button.disabled
+    assert seen == {"input": True, "picker": True, "thinking": "<i>thinking…</i>", "shown": None}
+    assert not box.input.disabled and not box.picker.disabled
     assert box.thinking.layout.display == "none"
-    # Enter while disabled does nothing (a second message cannot overtake the first).
+    # Enter while disabled does nothing (a second message cannot overtake the first), and
+    # a message that is not a well-formed submit is ignored.
     box.input.disabled = True
     box.input._handle_custom_msg({"type": "submit", "text": "ignored"}, [])
+    box.input.disabled = False
+    for odd in ({"type": "submit", "text": 42}, {"type": "other", "text": "x"}, ["submit"]):
+        box.input._handle_custom_msg(odd, [])
     assert len(box.messages) == 2
     box.close()
 
@@ -222,7 +226,7 @@ def test_server_stopped_gives_readable_error_and_usable_input(
     assert box.send("anyone there?") is None
     assert "Cannot reach" in box.error and "try again" in box.error
     assert "Traceback" not in box.error
-    assert not box.input.disabled and not box.send_button.disabled
+    assert not box.input.disabled and not box.logout_button.disabled
     assert box.input.value == "anyone there?"  # kept, ready to send again
     assert [m["content"] for m in box.messages] == ["before", "Echo: before"]
     box.close()
@@ -304,7 +308,7 @@ def test_session_revoked_elsewhere_returns_to_login(make_user: Callable[..., Cha
     box.client.http.cookies.clear()  # as if the session were gone
     box.new_button.click()
     box.input.value = "hi"
-    box.send_button.click()
+    box.input.submit()
     assert shows_login(box)
     assert "log in again" in box.error
     box.close()
