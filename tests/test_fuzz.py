@@ -21,7 +21,7 @@ from securechat import create_app
 from .conftest import FAST, PASSWORD
 
 # The autouse fixture only isolates the environment; sharing it across examples is fine.
-FUZZ = settings(max_examples=250, deadline=None,
+FUZZ = settings(max_examples=600, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 FIELDS = ["username", "password", "content", "title", "csrf_token", "id"]
