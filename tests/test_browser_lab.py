@@ -99,6 +99,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     _interactive_copy(NOTEBOOK, root / NOTEBOOK.name)
     runtime = tmp_path / "jupyter-runtime"
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config), JUPYTER_RUNTIME_DIR=str(runtime),
+               JUPYTER_DATA_DIR=str(tmp_path / "jupyter-data"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
                JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
                IPYTHONDIR=str(tmp_path / "ipython"))
