@@ -122,6 +122,12 @@ def history(conv_id: str) -> Response:
 
 def _append(conv_id: str, role: str, content: str,
             status: str = store.COMPLETE) -> dict[str, Any]:
+    return _store(conv_id, role, content, status)[0]
+
+
+def _store(conv_id: str, role: str, content: str,
+           status: str = store.COMPLETE) -> tuple[dict[str, Any], int]:
+    """Seal and append a message; return it as shown and its position."""
     msg_id, created = uuid.uuid4().hex, iso()
 
     def seal(position: int) -> bytes:
@@ -132,14 +138,19 @@ def _append(conv_id: str, role: str, content: str,
                                      seal, created, status)
     if position is None:
         fail(404, "not_found", "No such conversation.")
-    return _shown(msg_id, role, content, created, status)
+    return _shown(msg_id, role, content, created, status), position
 
 
-def _recent_history(conv_id: str) -> list[Turn]:
-    """What the backend is shown: the newest complete messages within both bounds."""
+def _recent_history(conv_id: str, through: int | None = None) -> list[Turn]:
+    """What the backend is shown: the newest complete messages within both bounds.
+
+    ``through`` ends the history at that position: a message sent at the same moment
+    from another tab must not become the one this request's reply answers.
+    """
     cfg = current_app.config
     window = int(cfg["HISTORY_WINDOW"])
-    rows = store.page_messages(store.get_db(), conv_id, window)
+    before = None if through is None else through + 1
+    rows = store.page_messages(store.get_db(), conv_id, window, before)
     # A reply cut short is kept for the user but not fed back to the model as if it were whole.
     turns = [Turn(role=m["role"], content=m["content"])
              for m in (_message_json(conv_id, r) for r in rows) if "incomplete" not in m]
@@ -229,8 +240,8 @@ def send(conv_id: str) -> Response | tuple[Response, int]:
         fail(400, "invalid_content", f"A message is 1-{limit} characters and not blank.")
     _own_conversation(conv_id)
     # Stored before the backend is asked: a backend failure never loses it.
-    message = _append(conv_id, "user", content)
-    history = _recent_history(conv_id)
+    message, position = _store(conv_id, "user", content)
+    history = _recent_history(conv_id, through=position)
     if _wants_stream():
         return _stream_reply(conv_id, history)
     return jsonify(message=message, reply=_ask(conv_id, history)), 201

@@ -105,11 +105,16 @@ class FakeOpenAI:
         self._released.set()
 
     @property
-    def url(self) -> str:
-        """Base URL of the server, e.g. ``http://127.0.0.1:54321``."""
+    def port(self) -> int:
+        """The bound port (a free one chosen by the OS unless given)."""
         if self._server is None:
             raise SecureChatError("fake backend is not running")
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server, e.g. ``http://127.0.0.1:54321``."""
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def base_url(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -33,9 +34,11 @@ class BackendError(SecureChatError):
     status = 502
     code = "backend_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.message = message
+        # For the server log: what went wrong technically; never a prompt, a reply or a key.
+        self.detail = detail
 
 
 class BackendBadResponse(BackendError):
@@ -150,7 +153,7 @@ class OpenAIResponder:
 
     def reply(self, history: Sequence[Turn]) -> str:
         """Ask for the whole reply at once."""
-        with self._post(history, stream=False) as response:
+        with _logged(), self._post(history, stream=False) as response:
             return _completion_text(_read_json(response))
 
     def stream(self, history: Sequence[Turn]) -> Iterator[str]:
@@ -159,7 +162,7 @@ class OpenAIResponder:
         Closing the generator early closes the connection, which tells the backend to
         stop generating.
         """
-        with self._post(history, stream=True) as response:
+        with _logged(), self._post(history, stream=True) as response:
             if not response.headers.get("Content-Type", "").startswith(sse.CONTENT_TYPE):
                 # A server that ignores "stream": true answers one JSON completion.
                 yield _completion_text(_read_json(response))
@@ -201,16 +204,17 @@ class OpenAIResponder:
         status = response.status_code
         # Only the error's type slug is logged: a backend's message may quote the prompt
         # (plaintext in a log file would break the promise at rest) or echo the key.
-        log.warning("AI backend answered HTTP %d (%s)", status,
-                    self._redact(_error_kind(response)))
+        detail = f"HTTP {status} ({self._redact(_error_kind(response))})"
         if status in (401, 403):
             return BackendBadResponse(f"The AI backend refused the request (HTTP {status}): "
-                                      "check the API key.")
+                                      "check the API key.", detail)
         if status in _UNAVAILABLE_STATUSES:
-            return BackendUnavailable(f"The AI backend is busy or unavailable (HTTP {status}).")
+            return BackendUnavailable(f"The AI backend is busy or unavailable (HTTP {status}).",
+                                      detail)
         if status in _TIMEOUT_STATUSES:
-            return BackendTimeout(f"The AI backend timed out (HTTP {status}).")
-        return BackendBadResponse(f"The AI backend answered with an error (HTTP {status}).")
+            return BackendTimeout(f"The AI backend timed out (HTTP {status}).", detail)
+        return BackendBadResponse(f"The AI backend answered with an error (HTTP {status}).",
+                                  detail)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
@@ -218,6 +222,16 @@ class OpenAIResponder:
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
         return f"<OpenAIResponder {self.url} model={self.model!r} api_key={key}>"
+
+
+@contextlib.contextmanager
+def _logged() -> Iterator[None]:
+    """Log each backend failure once, for the operator, before it reaches the user."""
+    try:
+        yield
+    except BackendError as e:
+        log.warning("AI backend failure, %s: %s", e.code, e.detail or e.message)
+        raise
 
 
 def _check_base_url(base_url: str, api_key: str | None) -> None:
@@ -252,14 +266,15 @@ def _never_sent(e: requests.RequestException) -> bool:
 
 def _backend_error(e: requests.RequestException) -> BackendError:
     """Translate a transport failure; the message names no URL, header or key."""
-    log.warning("AI backend request failed: %s", type(e).__name__)
+    detail = type(e).__name__
     if _never_sent(e):
-        return BackendUnavailable("The AI backend cannot be reached; is it running?")
+        return BackendUnavailable("The AI backend cannot be reached; is it running?", detail)
     # Reading a body, requests reports a read timeout as a ConnectionError wrapping it.
     if isinstance(e, requests.Timeout) or isinstance(e.args[0] if e.args else None,
                                                      ReadTimeoutError):
-        return BackendTimeout("The AI backend did not answer in time.")
-    return BackendBadResponse("The AI backend closed the connection without a complete reply.")
+        return BackendTimeout("The AI backend did not answer in time.", detail)
+    return BackendBadResponse("The AI backend closed the connection without a complete reply.",
+                              detail)
 
 
 def _error_kind(response: requests.Response) -> str:

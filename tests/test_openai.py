@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from flask import Flask
 from hypothesis import given
 from hypothesis import strategies as st
 
-from securechat import ApiError, ChatClient, ConfigError, create_app
+from securechat import ApiError, ChatClient, ConfigError, SecureChatError, create_app
 from securechat.fakes import FakeOpenAI, chunks_of
 from securechat.responders import (
     BackendBadResponse,
@@ -306,6 +307,30 @@ def test_no_retry_once_the_request_was_sent(fake: FakeOpenAI, key: str, mode: st
     assert len(fake.requests) == 1 and sleeps.delays == []
 
 
+@pytest.mark.parametrize("mode,code", [
+    ("error", "backend_bad_response"),
+    ("garbage", "backend_bad_response"),
+    ("drop", "backend_bad_response"),
+    ("cut", "backend_bad_response"),
+    ("stall", "backend_timeout"),
+])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_each_failure_is_logged_once_for_the_operator(
+        fake: FakeOpenAI, key: str, mode: str, code: str, streamed: bool,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="securechat")
+    responder = OpenAIResponder(fake.base_url, "m", key, read_timeout=0.5)
+    fake.fail_next(mode)
+    with pytest.raises(BackendBadResponse if code == "backend_bad_response" else BackendTimeout):
+        if streamed:
+            list(responder.stream([user("a private question")]))
+        else:
+            responder.reply([user("a private question")])
+    (record,) = [r for r in caplog.records if r.name == "securechat.responders"]
+    assert record.levelno == logging.WARNING and code in record.getMessage()
+    assert "private question" not in record.getMessage() and key not in record.getMessage()
+
+
 # --- what the backend is shown --------------------------------------------------------------
 
 
@@ -445,3 +470,22 @@ def test_stream_chunk_without_text_is_skipped() -> None:
     assert _delta('{"choices": [{"delta": {"role": "assistant"}}]}') == ("", False)
     assert _delta('{"choices": []}') == ("", False)
     assert _delta('{"choices": [{"delta": {}, "finish_reason": "stop"}]}') == ("", True)
+
+
+def test_fake_backend_lifecycle() -> None:
+    fake = FakeOpenAI()
+    with pytest.raises(SecureChatError):
+        _ = fake.url  # not started
+    with pytest.raises(ValueError, match="unknown failure modes"):
+        fake.fail_next("explode")
+    fake.start()
+    try:
+        with pytest.raises(SecureChatError):
+            fake.start()
+        assert fake.base_url == f"http://127.0.0.1:{fake.port}/v1"
+        assert "0 requests" in repr(fake)
+    finally:
+        fake.stop()
+        fake.stop()  # twice is safe
+    assert "stopped" in repr(fake)
+    assert not [t for t in threading.enumerate() if t.name == "securechat-fake-openai"]

@@ -156,3 +156,30 @@ def test_sse_round_trip_at_any_chunk_boundary(events: list[tuple[str, Any]],
     assert b"".join(pieces) == encoded
     decoded = [(e.event, json.loads(e.data)) for e in sse.parse(pieces)]
     assert decoded == events
+
+
+# --- a message sent at the same moment from another tab -------------------------------------
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_reply_answers_this_request_not_a_later_message(
+        alice: ChatClient, monkeypatch: pytest.MonkeyPatch, streamed: bool) -> None:
+    from securechat import chat
+
+    original = chat._store
+
+    def other_tab_right_after(conv_id: str, role: str, content: str, *rest: Any) -> Any:
+        stored = original(conv_id, role, content, *rest)
+        if content == "mine":  # another tab's message lands before the history is read
+            original(conv_id, "user", "from the other tab")
+        return stored
+
+    monkeypatch.setattr(chat, "_store", other_tab_right_after)
+    conv = alice.new_conversation()["id"]
+    if streamed:
+        reply = alice.stream(conv, "mine")
+        list(reply)
+        text = reply.text
+    else:
+        text = alice.send(conv, "mine")["reply"]["content"]
+    assert text == "Echo: mine"
