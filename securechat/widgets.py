@@ -13,6 +13,7 @@ import html
 import itertools
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -20,7 +21,7 @@ import anywidget
 import ipywidgets as w
 import traitlets
 
-from .client import ChatClient
+from .client import ChatClient, ReplyStream
 from .errors import ApiError, SecureChatError
 
 log = logging.getLogger(__name__)
@@ -227,13 +228,13 @@ def render_markdown(text: str) -> str:
     return "".join(out)
 
 
-def message_html(role: str, content: str) -> str:
+def message_html(role: str, content: str, incomplete: bool = False) -> str:
     """One chat bubble: user text escaped as is, assistant text through render_markdown."""
     if role == "user":
         body = f'<div style="white-space:pre-wrap">{html.escape(content, quote=True)}</div>'
     else:
         body = render_markdown(content)
-    label = _ROLE_LABEL.get(role, "Assistant")
+    label = _ROLE_LABEL.get(role, "Assistant") + (" · cut short" if incomplete else "")
     style = _ROLE_STYLE.get(role, _ROLE_STYLE["assistant"])
     kind = "user" if role == "user" else "assistant"
     # tex2jax_ignore: JupyterLab's MathJax must not turn "$5 and $6" into formulas.
@@ -264,8 +265,13 @@ class ChatBox:
     :meth:`delete_conversation`, :meth:`logout`; :meth:`close` removes its widgets.
     """
 
-    def __init__(self, client: ChatClient) -> None:
+    # Seconds between two redraws of a reply that is streaming in (each redraw sends the
+    # whole bubble to the browser).
+    refresh_interval = 0.05
+
+    def __init__(self, client: ChatClient, stream: bool = True) -> None:
         self.client = client
+        self.stream = stream  # show replies as they are generated (Server-Sent Events)
         self.conversation_id: str | None = None
         self.messages: list[dict[str, Any]] = []
         self.logged_in = False
@@ -310,7 +316,11 @@ class ChatBox:
         ])
 
         self.notice = w.HTML()  # errors and notices, shown under either panel
-        self.root = w.VBox([self.login_panel, self.notice],
+        self.retry_button = w.Button(description="Try again", tooltip="Ask for the reply again",
+                                     layout=w.Layout(display="none", width="auto"))
+        self.notice_row = w.HBox([self.notice, self.retry_button],
+                                 layout=w.Layout(align_items="center"))
+        self.root = w.VBox([self.login_panel, self.notice_row],
                            layout=w.Layout(max_width="760px"))
         self._wire()
         if client.username:
@@ -326,13 +336,14 @@ class ChatBox:
         self.new_button.on_click(lambda _b: self.new_draft())
         self.delete_button.on_click(lambda _b: self.delete_conversation())
         self.input.on_submit(self.send)
+        self.retry_button.on_click(lambda _b: self.retry())
         self.picker.observe(self._picked, names="value")
 
     def _widgets(self) -> list[w.Widget]:
         singles = [self.username, self.password, self.login_button, self.register_button,
                    self.who, self.logout_button, self.picker, self.new_button,
                    self.delete_button, self.message_list, self.thinking, self.input,
-                   self.notice, self._empty_hint]
+                   self.notice, self.retry_button, self.notice_row, self._empty_hint]
         containers = [self.login_panel, *self.login_panel.children, self.chat_panel,
                       *self.chat_panel.children, self.root]
         return [*self._bubbles, *singles, *containers]
@@ -359,6 +370,7 @@ class ChatBox:
             return None
         self._set_busy(True, thinking)
         self.show_notice("")
+        self.retry_button.layout.display = "none"
         try:
             return action()
         except ApiError as e:
@@ -380,7 +392,8 @@ class ChatBox:
         self._busy = busy
         for widget in (self.input, self.picker, self.new_button,
                        self.delete_button, self.logout_button, self.login_button,
-                       self.register_button, self.username, self.password):
+                       self.register_button, self.username, self.password,
+                       self.retry_button):
             widget.disabled = busy
         if not busy:
             self.delete_button.disabled = self.conversation_id is None
@@ -434,7 +447,7 @@ class ChatBox:
         self.logged_in = True
         self.who.value = f"Signed in as <b>{html.escape(self.client.username or '')}</b>"
         self.username.value = ""
-        self.root.children = (self.chat_panel, self.notice)
+        self.root.children = (self.chat_panel, self.notice_row)
         self._refresh(select=None)
 
     def _leave_chat(self, notice: str) -> None:
@@ -443,7 +456,7 @@ class ChatBox:
         self.conversation_id = None
         self._show_messages([])
         self._fill_picker([], None)
-        self.root.children = (self.login_panel, self.notice)
+        self.root.children = (self.login_panel, self.notice_row)
         self.show_notice(notice, error=notice != "Logged out.")
 
     # --- conversations -------------------------------------------------------------
@@ -536,10 +549,14 @@ class ChatBox:
 
     def _append(self, message: dict[str, Any]) -> None:
         self.messages.append(message)
-        bubble = w.HTML(message_html(str(message["role"]), str(message["content"])),
-                        layout=w.Layout(width="100%"))
-        self._bubbles.append(bubble)
+        self._bubbles.append(w.HTML(layout=w.Layout(width="100%")))
+        self._replace_last(message)
         self._render()
+
+    def _replace_last(self, message: dict[str, Any]) -> None:
+        self.messages[-1] = message
+        self._bubbles[-1].value = message_html(str(message["role"]), str(message["content"]),
+                                               bool(message.get("incomplete")))
 
     def _drop_last(self) -> None:
         self.messages.pop()
@@ -563,24 +580,73 @@ class ChatBox:
         def action() -> dict[str, Any]:
             self.input.value = ""
             self._append({"role": "user", "content": text})
+            delivered = False  # once the server answers, it has stored the message
             try:
                 if self.conversation_id is None:
                     first_line = text.strip().splitlines()[0]
                     conv = self.client.new_conversation(first_line[:60])
                     self.conversation_id = conv["id"]
                     self._fill_picker([conv, *self._entries()], conv["id"])
-                result = self.client.send(self.conversation_id, text)
+                if self.stream:
+                    stream = self.client.stream(self.conversation_id, text)
+                    delivered = True
+                    return self._receive(stream)
+                return self._settle(self.client.send(self.conversation_id, text)["reply"])
             except ApiError as e:
-                # 5xx: the server stored the message before its backend failed; otherwise
-                # it was not stored. Either way the text goes back into the input to retry.
-                if not 500 <= e.status < 600:
+                if delivered or 500 <= e.status < 600:
+                    # Stored before the backend failed: ask again rather than send it twice.
+                    self.retry_button.layout.display = None
+                else:
+                    # Not stored: the text goes back into the input, ready to send again.
                     self._drop_last()
-                self.input.value = text
+                    self.input.value = text
                 raise
-            self._append(result["reply"])
-            return dict(result["reply"])
 
         return self._run(action, thinking=True)
+
+    def retry(self) -> dict[str, Any] | None:
+        """Ask again for the reply a failed server or AI backend left missing."""
+        conversation_id = self.conversation_id
+        if conversation_id is None or not self.logged_in:
+            return None
+
+        def action() -> dict[str, Any]:
+            try:
+                return self._settle(self.client.retry(conversation_id)["reply"])
+            except ApiError as e:
+                if e.status == 0 or 500 <= e.status < 600:
+                    self.retry_button.layout.display = None
+                raise
+
+        return self._run(action, thinking=True)
+
+    def _settle(self, reply: dict[str, Any]) -> dict[str, Any]:
+        self._append(reply)
+        return dict(reply)
+
+    def _receive(self, stream: ReplyStream) -> dict[str, Any]:
+        """Show a reply while it streams in; return it once stored."""
+        shown, drawn = False, 0.0
+        with stream:
+            try:
+                for _chunk in stream:
+                    partial = {"role": "assistant", "content": stream.text}
+                    if not shown:
+                        self.thinking.layout.display = "none"
+                        self._append(partial)
+                        shown, drawn = True, time.monotonic()
+                    elif time.monotonic() - drawn >= self.refresh_interval:
+                        self._replace_last(partial)
+                        drawn = time.monotonic()
+            except ApiError:
+                # What arrived stays on screen, marked: the server kept it marked too.
+                if stream.text:
+                    cut = {"role": "assistant", "content": stream.text, "incomplete": True}
+                    self._replace_last(cut) if shown else self._append(cut)
+                raise
+        reply = dict(stream.message or {"role": "assistant", "content": stream.text})
+        self._replace_last(reply) if shown else self._append(reply)
+        return reply
 
     def transcript(self) -> str:
         """The shown conversation as plain text, one ``role: content`` line per message."""

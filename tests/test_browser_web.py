@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from securechat import BackgroundServer
 from securechat.app import CSP
-from securechat.responders import BackendUnavailable, Turn
+from securechat.responders import BackendTimeout, BackendUnavailable, Turn
 from tests.browser_helpers import chromium, screenshot
 
 STATIC = Path(__file__).resolve().parents[1] / "securechat" / "static"
@@ -208,6 +208,26 @@ def test_conversations_new_switch_delete(server: BackgroundServer, page: Page) -
     expect(page.locator("li.message .body").first).to_have_text("second conversation")
 
 
+class Flaky:
+    """A responder that fails (``mode`` "down" or "midway") until it is mended."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def reply(self, history: list[Turn]) -> str:
+        if self.mode != "ok":
+            raise BackendUnavailable("The AI backend cannot be reached.")
+        return "Mended: " + history[-1]["content"]
+
+    def stream(self, history: list[Turn]) -> Iterator[str]:
+        if self.mode == "down":
+            raise BackendUnavailable("The AI backend cannot be reached.")
+        yield "Partial "
+        if self.mode == "midway":
+            raise BackendTimeout("The AI backend took too long.")
+        yield "answer"
+
+
 def test_errors_are_readable_and_recoverable(server: BackgroundServer, app: Flask,
                                              page: Page) -> None:
     page.goto(server.url + "/")
@@ -220,27 +240,44 @@ def test_errors_are_readable_and_recoverable(server: BackgroundServer, app: Flas
     register(page, server.url, "unlucky")
     send(page, "hello")
 
-    class Down:
-        def reply(self, history: list[Turn]) -> str:
-            raise BackendUnavailable("The AI backend cannot be reached.")
-
-    app.extensions["securechat.responder"] = Down()
+    backend = Flaky("down")
+    app.extensions["securechat.responder"] = backend
     page.fill("#input", "are you there?")
     page.press("#input", "Enter")
-    expect(page.locator("#notice")).to_contain_text("HTTP 503")
-    expect(page.locator("#notice")).to_contain_text("The AI backend cannot be reached.")
+    expect(page.locator("#notice")).to_have_text(
+        "The server could not answer: The AI backend cannot be reached. (HTTP 503). Try again.")
     expect(page.locator("#input")).to_be_enabled()
-    expect(page.locator("#input")).to_have_value("are you there?")
-    # The server stored the message before asking the backend, so it stays on screen.
+    # The server stored the message before asking the backend: it stays on screen, is not
+    # put back in the input (sending it again would store it twice), and "Try again" asks
+    # for the missing reply.
+    expect(page.locator("#input")).to_have_value("")
     expect(page.locator("li.message.user .body").last).to_have_text("are you there?")
+    backend.mode = "ok"
+    page.click("#retry")
+    expect(page.locator("li.message.assistant .body").last).to_have_text(
+        "Mended: are you there?")
+    expect(page.locator("#retry")).to_be_hidden()
+    expect(page.locator("#notice")).to_be_hidden()
+
+    backend.mode = "midway"  # the stream breaks after its first chunk
+    page.fill("#input", "tell me more")
+    page.press("#input", "Enter")
+    expect(page.locator("#notice")).to_contain_text("took too long")
+    cut = page.locator("li.message.assistant").last
+    expect(cut.locator(".who")).to_have_text("Assistant · cut short")
+    expect(cut.locator(".body")).to_have_text("Partial")
+    expect(page.locator("#retry")).to_be_visible()
 
     server.stop()
+    page.click("#retry")
+    expect(page.locator("#notice")).to_contain_text("Cannot reach the server")
+    expect(page.locator("#retry")).to_be_visible()
     page.fill("#input", "still there?")
     page.press("#input", "Enter")
     expect(page.locator("#notice")).to_contain_text("Cannot reach the server")
     expect(page.locator("#input")).to_be_enabled()
-    expect(page.locator("#input")).to_have_value("still there?")
-    expect(page.locator("li.message.user .body").last).to_have_text("are you there?")
+    expect(page.locator("#input")).to_have_value("still there?")  # not stored: given back
+    expect(page.locator("li.message.user .body").last).to_have_text("tell me more")
     assert violations(page) == []
 
 

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from securechat import ApiError, BackgroundServer, ChatBox, ChatClient, create_app
-from securechat.responders import BackendUnavailable, Turn
+from securechat.responders import BackendTimeout, BackendUnavailable, Turn
 from securechat.widgets import message_html, render_markdown
 from tests.conftest import FAST, PASSWORD
 
@@ -136,8 +136,28 @@ def box(client: ChatClient) -> Iterator[ChatBox]:
     made.close()
 
 
-def logged_in_box(make_user: Callable[..., ChatClient]) -> ChatBox:
-    return ChatBox(make_user())
+def logged_in_box(make_user: Callable[..., ChatClient], stream: bool = True) -> ChatBox:
+    return ChatBox(make_user(), stream=stream)
+
+
+class Flaky:
+    """A responder that fails (``mode`` "down" or "midway") until it is mended."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def reply(self, history: list[Turn]) -> str:
+        if self.mode != "ok":
+            raise BackendUnavailable("The AI backend cannot be reached.")
+        return "Mended: " + history[-1]["content"]
+
+    def stream(self, history: list[Turn]) -> Iterator[str]:
+        if self.mode == "down":
+            raise BackendUnavailable("The AI backend cannot be reached.")
+        yield "Partial "
+        if self.mode == "midway":
+            raise BackendTimeout("The AI backend took too long.")
+        yield "answer"
 
 
 def shows_login(box: ChatBox) -> bool:
@@ -193,7 +213,7 @@ def test_enter_and_send_show_reply(make_user: Callable[..., ChatClient]) -> None
 
 
 def test_input_disabled_and_thinking_while_waiting(make_user: Callable[..., ChatClient]) -> None:
-    box = logged_in_box(make_user)
+    box = logged_in_box(make_user, stream=False)
     seen: dict[str, Any] = {}
     real_send = box.client.send
 
@@ -232,19 +252,71 @@ def test_server_stopped_gives_readable_error_and_usable_input(
     box.close()
 
 
-def test_backend_failure_keeps_the_stored_message(
-        app: Flask, make_user: Callable[..., ChatClient]) -> None:
-    class Down:
-        def reply(self, history: list[Turn]) -> str:
-            raise BackendUnavailable("The AI backend cannot be reached.")
-
-    box = logged_in_box(make_user)
-    app.extensions["securechat.responder"] = Down()
+@pytest.mark.parametrize("stream", [True, False])
+def test_backend_failure_keeps_the_message_and_offers_retry(
+        app: Flask, make_user: Callable[..., ChatClient], stream: bool) -> None:
+    box = logged_in_box(make_user, stream=stream)
+    backend = Flaky("down")
+    app.extensions["securechat.responder"] = backend
     assert box.send("hello?") is None
     assert box.error == ("The server could not answer: The AI backend cannot be reached. "
                          "(HTTP 503). Try again.")
     assert [m["content"] for m in box.messages] == ["hello?"]  # stored before the backend
-    assert box.input.value == "hello?" and not box.input.disabled
+    # Stored, so not put back in the input (sending it again would store it twice)...
+    assert box.input.value == "" and not box.input.disabled
+    # ...but "Try again" asks for the missing reply.
+    assert box.retry_button.layout.display is None
+    box.retry_button.click()
+    assert box.error.startswith("The server could not answer")  # still down
+    assert box.retry_button.layout.display is None
+    backend.mode = "ok"
+    box.retry_button.click()
+    assert box.error == "" and box.retry_button.layout.display == "none"
+    assert box.transcript() == "user: hello?\nassistant: Mended: hello?"
+    assert box.retry() is None and box.error == "The last message already has a reply."
+    box.close()
+
+
+def test_streamed_reply_is_drawn_as_it_arrives(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.refresh_interval = 0  # redraw on every chunk
+    drawn: list[str] = []
+    watched: set[int] = set()
+
+    def watch(change: dict[str, Any]) -> None:
+        newest = change["new"][0]  # column-reverse: the newest bubble comes first
+        if id(newest) not in watched:
+            watched.add(id(newest))
+            newest.observe(lambda c: drawn.append("".join(parse(c["new"]).text)), names="value")
+
+    box.message_list.observe(watch, names="children")
+    assert box.send("one two three") == box.messages[-1]
+    # The echo streams "Echo: ", "one ", "two ", "three": the bubble grew chunk by chunk.
+    assert drawn == ["AssistantEcho: one ", "AssistantEcho: one two ",
+                     "AssistantEcho: one two three"]
+    assert box.messages[-1]["id"] and box.transcript().endswith("Echo: one two three")
+    box.close()
+
+
+def test_reply_cut_short_is_marked_and_can_be_retried(
+        app: Flask, make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    backend = Flaky("midway")
+    app.extensions["securechat.responder"] = backend
+    assert box.send("tell me") is None
+    assert "took too long" in box.error and "HTTP 504" in box.error
+    assert box.messages[-1] == {"role": "assistant", "content": "Partial ", "incomplete": True}
+    assert "cut short" in bubble_markup(box)[-1]
+    backend.mode = "ok"
+    assert box.retry() == box.messages[-1]
+    assert box.messages[-1]["content"] == "Mended: tell me"
+    # Loaded again from the server, the cut reply keeps its mark.
+    conversation = box.conversation_id
+    assert conversation is not None
+    box.new_draft()
+    box.switch(conversation)
+    assert [m.get("incomplete", False) for m in box.messages] == [False, True, False]
+    assert "cut short" in bubble_markup(box)[1]
     box.close()
 
 
@@ -258,7 +330,7 @@ def test_backend_failure_keeps_the_stored_message(
 ])
 def test_api_errors_are_shown_inline(make_user: Callable[..., ChatClient], error: ApiError,
                                      shown: str) -> None:
-    box = logged_in_box(make_user)
+    box = logged_in_box(make_user, stream=False)
 
     def failing(conversation_id: str, content: str) -> dict[str, Any]:
         raise error
@@ -266,13 +338,17 @@ def test_api_errors_are_shown_inline(make_user: Callable[..., ChatClient], error
     box.client.send = failing  # type: ignore[method-assign]
     assert box.send("hi") is None
     assert box.error == shown
-    assert not box.input.disabled and box.input.value == "hi"
+    assert not box.input.disabled
+    if error.status >= 500:  # the server had stored it: ask again instead of resending
+        assert box.input.value == "" and box.retry_button.layout.display is None
+    else:  # not stored: back in the input
+        assert box.input.value == "hi" and box.retry_button.layout.display == "none"
     box.close()
 
 
 def test_a_bug_is_shown_not_raised(make_user: Callable[..., ChatClient],
                                    caplog: pytest.LogCaptureFixture) -> None:
-    box = logged_in_box(make_user)
+    box = logged_in_box(make_user, stream=False)
 
     def broken(conversation_id: str, content: str) -> dict[str, Any]:
         raise KeyError("reply")

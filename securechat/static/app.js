@@ -7,7 +7,12 @@
   const $ = (id) => document.getElementById(id);
   const CSRF_HEADER = "X-CSRF-Token";
   const PAGE = 200;
-  const state = { csrf: null, username: null, conversations: [], current: null, busy: false };
+  const EVENT_STREAM = "text/event-stream";
+  // The status the JSON route would have answered for a backend failure in a stream.
+  const STREAM_STATUS = { backend_bad_response: 502, backend_unavailable: 503, backend_timeout: 504 };
+  const state = {
+    csrf: null, username: null, conversations: [], current: null, busy: false, offerRetry: false,
+  };
 
   class ApiError extends Error {
     constructor(status, code, message) {
@@ -19,13 +24,12 @@
 
   // --- talking to the JSON API ---------------------------------------------------
 
-  async function api(method, path, body) {
-    const headers = { Accept: "application/json" };
+  async function request(method, path, body, accept) {
+    const headers = { Accept: accept };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (state.csrf) headers[CSRF_HEADER] = state.csrf;
-    let response;
     try {
-      response = await fetch(path, {
+      return await fetch(path, {
         method, headers, credentials: "same-origin", cache: "no-store",
         body: body === undefined ? undefined : JSON.stringify(body),
       });
@@ -33,6 +37,13 @@
       throw new ApiError(0, "unreachable", "Cannot reach the server. Check that it is " +
         "running and your connection works, then try again.");
     }
+  }
+
+  async function api(method, path, body) {
+    return decoded(await request(method, path, body, "application/json"));
+  }
+
+  async function decoded(response) {
     if (response.status === 204) return null;
     let data = null;
     try {
@@ -47,6 +58,70 @@
     }
     if (data === null) throw new ApiError(response.status, "bad_response", "The server did not answer JSON.");
     return data;
+  }
+
+  function brokenStream(text) {
+    const error = new ApiError(0, "stream_broken", "The connection broke before the reply was complete.");
+    error.partial = text;
+    return error;
+  }
+
+  // Send with Accept: text/event-stream and call onText(textSoFar) as the reply arrives.
+  // Returns the stored reply; an error thrown once the stream began has .delivered set
+  // (the server stored the message) and .partial (what arrived, stored marked incomplete).
+  async function streamed(path, body, onText) {
+    const response = await request("POST", path, body, EVENT_STREAM);
+    if (!(response.headers.get("Content-Type") || "").startsWith(EVENT_STREAM)) {
+      await decoded(response); // the server's JSON error
+      throw new ApiError(response.status, "bad_response", "The server did not answer with a stream.");
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let text = "";
+    try {
+      for (;;) {
+        let chunk;
+        try {
+          chunk = await reader.read();
+        } catch (_) {
+          throw brokenStream(text);
+        }
+        if (chunk.done) throw brokenStream(text);
+        buffer += decoder.decode(chunk.value, { stream: true }).replace(/\r\n/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          let name = "message";
+          const data = [];
+          for (const line of block.split("\n")) {
+            if (line.startsWith("event:")) name = line.slice(6).trim();
+            else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+          }
+          if (!data.length) continue;
+          const payload = JSON.parse(data.join("\n"));
+          if (name === "delta") {
+            text += payload.content;
+            onText(text);
+          } else if (name === "done") {
+            return payload;
+          } else if (name === "error") {
+            const error = payload.error || {};
+            const failure = new ApiError(STREAM_STATUS[error.code] || 502, String(error.code || "error"),
+              String(error.message || "The reply failed."));
+            failure.partial = text;
+            throw failure;
+          }
+        }
+      }
+    } catch (error) {
+      const failure = error instanceof ApiError ? error : brokenStream(text);
+      failure.delivered = true;
+      throw failure;
+    } finally {
+      reader.cancel().catch(() => {});
+    }
   }
 
   const conversationPath = (id) => "/api/conversations/" + encodeURIComponent(id);
@@ -90,6 +165,7 @@
     }
     if (!busy) $("delete-conversation").disabled = state.current === null;
     $("thinking").hidden = !thinking;
+    $("retry").hidden = busy || !state.offerRetry;
   }
 
   function showAuth() {
@@ -135,7 +211,8 @@
     item.className = "message " + (message.role === "user" ? "user" : "assistant");
     const who = document.createElement("span");
     who.className = "who";
-    who.textContent = message.role === "user" ? "You" : "Assistant";
+    who.textContent = (message.role === "user" ? "You" : "Assistant") +
+      (message.incomplete ? " · cut short" : "");
     const body = document.createElement("div");
     body.className = "body";
     body.textContent = message.content;
@@ -151,6 +228,13 @@
     return item;
   }
 
+  function replaceMessage(item, message) {
+    const fresh = messageItem(message);
+    item.replaceWith(fresh);
+    $("messages").scrollTop = $("messages").scrollHeight;
+    return fresh;
+  }
+
   function showMessages(messages) {
     $("messages").replaceChildren(...messages.map(messageItem));
     $("messages").scrollTop = $("messages").scrollHeight;
@@ -160,6 +244,7 @@
 
   async function run(action, thinking = false) {
     if (state.busy) return undefined;
+    state.offerRetry = false;
     setBusy(true, thinking);
     notify("");
     try {
@@ -212,6 +297,7 @@
     await run(async () => {
       const pending = appendMessage({ role: "user", content: text });
       input.value = "";
+      let reply = null;
       try {
         if (state.current === null) {
           const title = text.trim().split("\n")[0].slice(0, 60);
@@ -220,17 +306,47 @@
           state.current = conversation.id;
           renderConversations();
         }
-        const result = await api("POST", conversationPath(state.current) + "/messages", { content: text });
-        appendMessage(result.reply);
+        const path = conversationPath(state.current) + "/messages";
+        const stored = await streamed(path, { content: text }, (soFar) => {
+          const partial = { role: "assistant", content: soFar };
+          $("thinking").hidden = true;
+          reply = reply ? replaceMessage(reply, partial) : appendMessage(partial);
+        });
+        reply = reply ? replaceMessage(reply, stored) : appendMessage(stored);
       } catch (error) {
-        // 5xx: the server stored the message before its backend failed; otherwise it did
-        // not. Either way the text goes back into the box, ready to send again.
-        if (!(error instanceof ApiError && error.status >= 500)) pending.remove();
-        input.value = text;
+        if (error.delivered || (error instanceof ApiError && error.status >= 500)) {
+          // The server stored the message before its backend failed: keep it, show what
+          // arrived (stored marked incomplete too), and offer to ask again.
+          if (error.partial) {
+            const cut = { role: "assistant", content: error.partial, incomplete: true };
+            reply = reply ? replaceMessage(reply, cut) : appendMessage(cut);
+          }
+          state.offerRetry = true;
+        } else {
+          // Not stored: take it off the screen and put the text back, ready to send again.
+          pending.remove();
+          if (reply) reply.remove();
+          input.value = text;
+        }
         throw error;
       }
     }, true);
     input.focus();
+  }
+
+  async function onRetry() {
+    if (state.current === null) return;
+    await run(async () => {
+      try {
+        const data = await api("POST", conversationPath(state.current) + "/reply", {});
+        appendMessage(data.reply);
+      } catch (error) {
+        if (error instanceof ApiError && (error.status === 0 || error.status >= 500)) {
+          state.offerRetry = true;
+        }
+        throw error;
+      }
+    }, true);
   }
 
   function onKeydown(event) {
@@ -285,6 +401,7 @@
     $("new-conversation").addEventListener("click", onNew);
     $("delete-conversation").addEventListener("click", onDelete);
     $("logout").addEventListener("click", onLogout);
+    $("retry").addEventListener("click", onRetry);
     // A reload keeps the session (HttpOnly cookie); ask the server who we are and for the
     // CSRF token, which the page cannot read from the cookie.
     try {
