@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -34,6 +34,8 @@ def require_chromium() -> None:
 def chromium() -> Iterator[Browser]:
     """A headless Chromium, closed afterwards."""
     require_chromium()
+    # expect() has its own 5 s default, too short for a cold JupyterLab on a busy CI machine.
+    expect.set_options(timeout=SLOW_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 from securechat import BackgroundServer
 from securechat.app import CSP
 from securechat.responders import BackendTimeout, BackendUnavailable, Turn
+from tests import browser_helpers
 from tests.browser_helpers import chromium, screenshot
 
 STATIC = Path(__file__).resolve().parents[1] / "securechat" / "static"
@@ -303,3 +304,14 @@ def test_reply_text_is_never_parsed_as_html(server: BackgroundServer, page: Page
     assert page.locator("#chat svg, #chat b").count() == 0
     assert page.evaluate("() => window.pwned") is None
     assert violations(page) == []
+
+
+def test_missing_chromium_skips_locally_but_fails_in_ci(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    monkeypatch.setattr(browser_helpers, "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        browser_helpers.require_chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the browser tests"):
+        browser_helpers.require_chromium()
