@@ -49,7 +49,9 @@ def create_app(config: Mapping[str, Any] | None = None,
     if instance_path is None:
         instance_path = overrides.get("INSTANCE")
     chosen = settings.resolve_instance_path(instance_path, env)
-    app = _NeverDebug("securechat", instance_path=str(chosen) if chosen else None)
+    # No app-wide /static route: the web blueprint serves its files under /assets.
+    app = _NeverDebug("securechat", instance_path=str(chosen) if chosen else None,
+                      static_folder=None)
     instance = Path(app.instance_path)
     settings.ensure_instance_folder(instance)
     app.config.update(settings.build_config(instance, env, overrides))

@@ -435,3 +435,9 @@ def test_client_raises_package_error_with_code(alice: ChatClient) -> None:
         alice.send("missing", "hi")
     assert info.value.status == 404 and info.value.code == "not_found"
     assert "No such conversation" in info.value.message
+
+
+def test_static_files_only_under_assets(app: Flask) -> None:
+    web = app.test_client()
+    assert web.get("/assets/app.js").status_code == 200
+    assert web.get("/static/app.js").status_code == 404
