@@ -439,5 +439,7 @@ def test_client_raises_package_error_with_code(alice: ChatClient) -> None:
 
 def test_static_files_only_under_assets(app: Flask) -> None:
     web = app.test_client()
-    assert web.get("/assets/app.js").status_code == 200
-    assert web.get("/static/app.js").status_code == 404
+    for path, status in [("/assets/app.js", 200), ("/static/app.js", 404)]:
+        response = web.get(path)
+        response.close()  # a file response holds its file open until closed
+        assert response.status_code == status
