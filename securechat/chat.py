@@ -180,6 +180,9 @@ def _stream_reply(conv_id: str, history: list[Turn]) -> Response:
         final: bytes | None = None  # the closing event, once the reply is settled
         chunks = responder().stream(history)
         try:
+            # A comment (ignored by SSE readers) sends the headers now: the client learns
+            # that its message is stored while the backend is still thinking.
+            yield b": stream open\n\n"
             try:
                 for chunk in chunks:
                     parts.append(chunk)

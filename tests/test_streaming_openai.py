@@ -227,3 +227,12 @@ def test_disconnect_under_waitress(tmp_path: Path, slow_fake: FakeOpenAI, key: s
     finally:
         err = served.stop()
     assert "Traceback" not in err and key not in err
+
+
+def test_stream_opens_before_the_backend_answers(alice: ChatClient, fake: FakeOpenAI) -> None:
+    conv = alice.new_conversation()["id"]
+    fake.fail_next("stall")  # silent until released
+    reply = alice.stream(conv, "are you thinking?")  # returns: headers came at once
+    assert alice.history(conv)[-1]["content"] == "are you thinking?"
+    fake.release()
+    assert "are you thinking?" in "".join(reply) and reply.message is not None
