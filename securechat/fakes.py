@@ -22,9 +22,9 @@ from types import TracebackType
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from .errors import SecureChatError
+from .server import BackgroundServer
 
 Messages = list[dict[str, Any]]
 
@@ -51,21 +51,6 @@ def chunks_of(text: str) -> list[str]:
     return re.findall(r"\s*\S+\s*", text) or [text]
 
 
-class _Handler(WSGIRequestHandler):
-    # HTTP/1.1, so streams use chunked encoding like Ollama, vLLM and OpenAI do.
-    protocol_version = "HTTP/1.1"
-    timeout = 30
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """Skip the access log (notebook outputs stay stable)."""
-
-
-class _Server(ThreadedWSGIServer):
-    # Request threads are joined on close: nothing outlives stop().
-    daemon_threads = False
-    block_on_close = True
-
-
 class FakeOpenAI:
     """A scripted Chat Completions server: ``POST /v1/chat/completions``, streamed or not.
 
@@ -87,8 +72,7 @@ class FakeOpenAI:
         self._port = port
         self._failures: deque[str] = deque()
         self._released = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundServer | None = None
         self.app = self._build_app()
 
     # --- control ----------------------------------------------------------------------
@@ -109,7 +93,7 @@ class FakeOpenAI:
         """The bound port (a free one chosen by the OS unless given)."""
         if self._server is None:
             raise SecureChatError("fake backend is not running")
-        return int(self._server.server_port)
+        return self._server.port
 
     @property
     def url(self) -> str:
@@ -126,24 +110,18 @@ class FakeOpenAI:
         if self._server is not None:
             raise SecureChatError("fake backend already started")
         self._released.clear()
-        self._server = _Server("127.0.0.1", self._port, self.app, handler=_Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name="securechat-fake-openai", daemon=True)
-        self._thread.start()
+        # HTTP/1.1, so streams use chunked encoding like Ollama, vLLM and OpenAI do.
+        self._server = BackgroundServer(self.app, port=self._port, keep_alive=True,
+                                        name="securechat-fake-openai").start()
         return self
 
     def stop(self) -> None:
         """Release stalls, stop serving and join every thread. Safe to call twice."""
-        server, thread = self._server, self._thread
-        if server is None:
+        if self._server is None:
             return
         self._released.set()
-        server.shutdown()
-        if thread is not None:
-            thread.join()
-        server.server_close()
-        self._server = self._thread = None
+        self._server.stop()
+        self._server = None
 
     def __enter__(self) -> FakeOpenAI:
         return self.start() if self._server is None else self

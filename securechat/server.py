@@ -23,6 +23,12 @@ class _QuietHandler(WSGIRequestHandler):
         """Skip the access log."""
 
 
+class _KeepAliveHandler(_QuietHandler):
+    """HTTP/1.1 with keep-alive and chunked streams, like real model servers speak."""
+
+    protocol_version = "HTTP/1.1"
+
+
 class _Server(ThreadedWSGIServer):
     # Non-daemon request threads, joined by server_close(): nothing outlives stop().
     daemon_threads = False
@@ -35,13 +41,16 @@ class BackgroundServer:
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *,
+                 keep_alive: bool = False, name: str = "securechat-server") -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise SecureChatError("BackgroundServer listens on loopback only; use "
                                   "`python -m securechat serve` to deploy")
         self.app = app
         self._host = host
         self._port = port
+        self._handler = _KeepAliveHandler if keep_alive else _QuietHandler
+        self._name = name
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -68,10 +77,10 @@ class BackgroundServer:
         if self._server is not None:
             raise SecureChatError("server already started")
         # Binding happens here, so the port is known before the thread runs.
-        self._server = _Server(self._host, self._port, self.app, handler=_QuietHandler)
+        self._server = _Server(self._host, self._port, self.app, handler=self._handler)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.1},
-                                        name=f"securechat-server-{self.port}", daemon=True)
+                                        name=f"{self._name}-{self.port}", daemon=True)
         self._thread.start()
         return self
 

@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 
 from securechat import BackgroundServer, ChatClient, create_app
+from securechat.fakes import FakeOpenAI
 
 # Tests may lower the KDF cost (the default may not): scrypt N=2^10 keeps them fast.
 FAST = {"KDF_LOG_N": 10, "RATELIMIT_ENABLED": False}
@@ -105,3 +106,18 @@ def alice(make_user: Callable[..., ChatClient]) -> ChatClient:
 def bob(make_user: Callable[..., ChatClient]) -> ChatClient:
     """Another logged-in user."""
     return make_user("bob")
+
+
+@pytest.fixture
+def key() -> str:
+    """A fresh API key for the fake OpenAI-compatible backend."""
+    from .fake_backend import new_api_key
+
+    return new_api_key()
+
+
+@pytest.fixture
+def fake(key: str) -> Iterator[FakeOpenAI]:
+    """A fake OpenAI-compatible backend on 127.0.0.1 that requires ``key``."""
+    with FakeOpenAI(api_key=key) as backend:
+        yield backend

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,6 @@ from securechat.responders import (
 from .fake_backend import free_port, new_api_key, openai_settings
 
 # --- fixtures: a fake backend, and the app pointed at it ---------------------------------
-
-
-@pytest.fixture
-def key() -> str:
-    return new_api_key()
-
-
-@pytest.fixture
-def fake(key: str) -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(api_key=key) as backend:
-        yield backend
 
 
 @pytest.fixture
@@ -488,4 +476,4 @@ def test_fake_backend_lifecycle() -> None:
         fake.stop()
         fake.stop()  # twice is safe
     assert "stopped" in repr(fake)
-    assert not [t for t in threading.enumerate() if t.name == "securechat-fake-openai"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("securechat-fake-openai")]

@@ -17,7 +17,7 @@ import pytest
 from securechat import ApiError, BackgroundServer, ChatClient, create_app
 from securechat.fakes import FakeOpenAI, chunks_of
 
-from .fake_backend import new_api_key, openai_settings, stream_events, wait_for
+from .fake_backend import openai_settings, stream_events, wait_for
 
 LONG_REPLY = " ".join(f"word{i}" for i in range(200))
 
@@ -33,17 +33,6 @@ def assert_error_object(data: Any, code: str) -> None:
 
 
 # --- a fake OpenAI-compatible backend ---------------------------------------------------------
-
-
-@pytest.fixture
-def key() -> str:
-    return new_api_key()
-
-
-@pytest.fixture
-def fake(key: str) -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(api_key=key) as backend:
-        yield backend
 
 
 @pytest.fixture
