@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ def create_app(config: Mapping[str, Any] | None = None,
     app.config.update(settings.build_config(instance, env, overrides))
     app.debug = False
     app.extensions["securechat.responder"] = make_responder(app.config)
+    app.extensions["securechat.kdf_slots"] = threading.BoundedSemaphore(
+        int(app.config["KDF_CONCURRENCY"]))
     store.init_app(app)
     api.register_error_handlers(app)
     app.register_blueprint(auth.bp)

@@ -58,6 +58,15 @@ def kdf_params() -> crypto.KdfParams:
     return crypto.KdfParams(int(cfg["KDF_LOG_N"]), int(cfg["KDF_R"]), int(cfg["KDF_P"]))
 
 
+def _derive(password: str, salt: bytes, params: crypto.KdfParams) -> bytes:
+    """Run the password KDF, at most ``KDF_CONCURRENCY`` at once.
+
+    Each scrypt run holds 128 MiB: without a cap, a burst of logins multiplies that.
+    """
+    with current_app.extensions["securechat.kdf_slots"]:
+        return crypto.derive_kek(password, salt, params)
+
+
 def _signer() -> Signer:
     return Signer(current_app.config["SECRET_KEY"], salt="securechat.session-cookie")
 
@@ -157,7 +166,7 @@ def register() -> tuple[Response, int]:
         fail(400, "invalid_password", f"Passwords are at least {MIN_PASSWORD} characters.")
     user_id = uuid.uuid4().hex
     params, salt, data_key = kdf_params(), os.urandom(16), crypto.new_key()
-    kek = crypto.derive_kek(password, salt, params)
+    kek = _derive(password, salt, params)
     wrapped = crypto.seal(kek, data_key, _user_key_ad(user_id))
     user = store.User(user_id, username, params.encode(), salt, wrapped)
     try:
@@ -172,9 +181,9 @@ def _unlock(username: str, password: str) -> tuple[store.User, bytes] | None:
     user = store.find_user(store.get_db(), username) if USERNAME_RE.fullmatch(username) else None
     if user is None:
         # Same work for an unknown user as for a wrong password: no timing oracle.
-        crypto.derive_kek(password, _SENTINEL_SALT, kdf_params())
+        _derive(password, _SENTINEL_SALT, kdf_params())
         return None
-    kek = crypto.derive_kek(password, user.salt, crypto.KdfParams.decode(user.kdf))
+    kek = _derive(password, user.salt, crypto.KdfParams.decode(user.kdf))
     try:
         return user, crypto.open_(kek, user.wrapped_key, _user_key_ad(user.id))
     except DecryptionError:
@@ -187,7 +196,7 @@ def _upgrade_kdf(user: store.User, password: str, data_key: bytes) -> None:
     if not crypto.KdfParams.decode(user.kdf).weaker_than(wanted):
         return
     salt = os.urandom(16)
-    kek = crypto.derive_kek(password, salt, wanted)
+    kek = _derive(password, salt, wanted)
     wrapped = crypto.seal(kek, data_key, _user_key_ad(user.id))
     store.rewrap_user_key(store.get_db(), user.id, wanted.encode(), salt, wrapped)
 

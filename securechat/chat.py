@@ -149,6 +149,9 @@ def _recent_history(conv_id: str, through: int | None = None) -> list[Turn]:
     """
     cfg = current_app.config
     window = int(cfg["HISTORY_WINDOW"])
+    needed = getattr(responder(), "max_history", None)
+    if isinstance(needed, int) and needed > 0:
+        window = min(window, needed)
     before = None if through is None else through + 1
     rows = store.page_messages(store.get_db(), conv_id, window, before)
     # A reply cut short is kept for the user but not fed back to the model as if it were whole.

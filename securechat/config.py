@@ -73,12 +73,14 @@ DEFAULTS: dict[str, Any] = {
     "KDF_LOG_N": 17,
     "KDF_R": 8,
     "KDF_P": 1,
+    # Password KDF runs allowed at once (each scrypt run holds 128 MiB at the default).
+    "KDF_CONCURRENCY": 2,
 }
 
 _POSITIVE_NUMBERS = ("SESSION_IDLE_TIMEOUT", "SESSION_ABSOLUTE_TIMEOUT", "MAX_CONTENT_LENGTH",
                      "MAX_MESSAGE_CHARS", "HISTORY_WINDOW", "KDF_LOG_N", "KDF_R", "KDF_P",
                      "HISTORY_MAX_CHARS", "OPENAI_CONNECT_TIMEOUT", "OPENAI_READ_TIMEOUT",
-                     "OPENAI_MAX_ATTEMPTS", "OPENAI_RETRY_BACKOFF")
+                     "OPENAI_MAX_ATTEMPTS", "OPENAI_RETRY_BACKOFF", "KDF_CONCURRENCY")
 # Read as text even when they look like numbers (a numeric secret must stay a string).
 _TEXT_KEYS = ("SECRET_KEY", "OPENAI_API_KEY", "OPENAI_MODEL", "DATABASE", "INSTANCE",
               "SYSTEM_PROMPT")

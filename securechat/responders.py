@@ -60,7 +60,11 @@ class BackendTimeout(BackendError):
 
 
 class Responder(Protocol):
-    """What the chat routes need from a backend."""
+    """What the chat routes need from a backend.
+
+    An optional ``max_history`` attribute (an int) says how many recent messages the
+    backend can use at most; the chat routes then decrypt no more than that.
+    """
 
     def reply(self, history: Sequence[Turn]) -> str:
         """Return the assistant's reply to the last user turn of ``history``."""
@@ -75,6 +79,8 @@ class EchoResponder:
     """Offline and deterministic: the reply repeats the user's message verbatim."""
 
     prefix = "Echo: "
+    # Only the last user message is echoed: decrypting more history would be wasted work.
+    max_history = 1
 
     def reply(self, history: Sequence[Turn]) -> str:
         """Return ``Echo: <last user message>``."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -148,8 +150,49 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
+class Pool:
+    """Idle connections reused across requests: opening one costs more than a query.
+
+    It also keeps the WAL file alive between requests instead of folding it back into
+    the database after every one. Connections are closed when the pool is.
+    """
+
+    def __init__(self, path: str, size: int = 8) -> None:
+        self.path, self.size = path, size
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        # Closed explicitly even when the app is simply dropped (no ResourceWarning).
+        self._finalizer = weakref.finalize(self, _close_all, self._idle)
+
+    def take(self) -> sqlite3.Connection:
+        """An idle connection, or a new one."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return connect(self.path)
+
+    def give(self, conn: sqlite3.Connection) -> None:
+        """Return a connection after a request (closed when the pool is full)."""
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # never hand on a half-done transaction
+        with self._lock:
+            if len(self._idle) < self.size:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        self._finalizer()
+
+
+def _close_all(idle: list[sqlite3.Connection]) -> None:
+    while idle:
+        idle.pop().close()
+
+
 def init_app(app: Flask) -> None:
-    """Create or migrate the database and close each request's connection afterwards."""
+    """Create or migrate the database; each request borrows a pooled connection."""
     path = app.config["DATABASE"]
     if path != ":memory:" and not os.path.exists(path):
         # Owner-only from the start; SQLite gives the -wal and -shm files the same mode.
@@ -159,20 +202,21 @@ def init_app(app: Flask) -> None:
         migrate(conn)
     finally:
         conn.close()
+    app.extensions["securechat.db"] = Pool(path)
     app.teardown_appcontext(_close_db)
 
 
 def get_db() -> sqlite3.Connection:
-    """Return this request's connection, opening it on first use."""
+    """Return this request's connection, borrowing it from the pool on first use."""
     if "db" not in g:
-        g.db = connect(current_app.config["DATABASE"])
+        g.db = current_app.extensions["securechat.db"].take()
     return g.db
 
 
 def _close_db(exc: BaseException | None = None) -> None:
     db = g.pop("db", None)
     if db is not None:
-        db.close()
+        current_app.extensions["securechat.db"].give(db)
 
 
 # --- users -----------------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from securechat import ChatClient
 from securechat.responders import EchoResponder, Turn
 
 
@@ -33,3 +34,24 @@ def test_stream_joins_to_reply(text: str) -> None:
 @pytest.mark.parametrize("text,chunks", [("one two three", 4), ("solo", 2)])
 def test_stream_is_word_by_word(text: str, chunks: int) -> None:
     assert len(list(EchoResponder().stream(history(text)))) == chunks
+
+
+def test_send_decrypts_only_what_the_responder_uses(
+    alice: ChatClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Echo needs the last message only: a long history is not decrypted on every send."""
+    from securechat import crypto
+
+    conv = alice.new_conversation()
+    for i in range(10):
+        alice.send(conv["id"], f"earlier {i}")
+    opened: list[int] = []
+    real = crypto.open_
+
+    def spy(key: bytes, blob: bytes, ad: bytes) -> bytes:
+        opened.append(len(blob))
+        return real(key, blob, ad)
+
+    monkeypatch.setattr(crypto, "open_", spy)
+    assert alice.send(conv["id"], "latest")["reply"]["content"] == "Echo: latest"
+    assert len(opened) == 2  # the session's data key, then the one message echoed

@@ -230,3 +230,39 @@ def test_unknown_user_and_wrong_password_do_the_same_kdf_work(
             401,
         )
         assert calls[before:] == [crypto.KdfParams(log_n=FAST["KDF_LOG_N"])]
+
+
+@pytest.fixture
+def one_kdf_at_a_time(settings: dict[str, Any]) -> None:
+    settings["KDF_CONCURRENCY"] = 1
+
+
+def test_kdf_runs_are_capped(
+    one_kdf_at_a_time: None, make_client: Callable[[], ChatClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of logins never runs more KDFs at once than KDF_CONCURRENCY (memory bound)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    make_client().register("lara", PASSWORD)
+    running, peak, lock = 0, 0, threading.Lock()
+    real = crypto.derive_kek
+
+    def slow(password: str, salt: bytes, params: crypto.KdfParams) -> bytes:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)  # long enough for the others to pile up behind the cap
+        try:
+            return real(password, salt, params)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(crypto, "derive_kek", slow)
+    clients = [make_client() for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda c: c.login("lara", PASSWORD), clients))
+    assert peak == 1

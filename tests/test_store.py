@@ -1,0 +1,71 @@
+"""The storage module: schema versions and the connection pool."""
+
+from __future__ import annotations
+
+import sqlite3
+import warnings
+from pathlib import Path
+
+import pytest
+
+from securechat import store
+
+
+def test_migrate_from_empty_and_is_idempotent(tmp_path: Path) -> None:
+    conn = store.connect(str(tmp_path / "db.sqlite3"))
+    assert store.migrate(conn) == 0
+    assert store.migrate(conn) == store.SCHEMA_VERSION
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    conn.close()
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    conn = store.connect(str(tmp_path / "db.sqlite3"))
+    conn.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer"):
+        store.migrate(conn)
+    conn.close()
+
+
+def test_pool_reuses_connections_and_bounds_idle_ones(tmp_path: Path) -> None:
+    pool = store.Pool(str(tmp_path / "db.sqlite3"), size=2)
+    a, b, c = pool.take(), pool.take(), pool.take()
+    assert len({id(a), id(b), id(c)}) == 3
+    for conn in (a, b, c):
+        pool.give(conn)
+    reused = pool.take()
+    assert reused is b  # reused, not reopened
+    pool.give(reused)
+    with pytest.raises(sqlite3.ProgrammingError):
+        c.execute("SELECT 1")  # the one beyond the pool's size was closed
+    pool.close()
+    for conn in (a, b):
+        with pytest.raises(sqlite3.ProgrammingError):
+            conn.execute("SELECT 1")
+
+
+def test_pool_rolls_back_a_half_done_transaction(tmp_path: Path) -> None:
+    path = str(tmp_path / "db.sqlite3")
+    pool = store.Pool(path)
+    conn = pool.take()
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO t VALUES (1)")
+    pool.give(conn)
+    assert not conn.in_transaction
+    assert pool.take().execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0
+    pool.close()
+
+
+def test_dropped_pool_closes_its_connections(tmp_path: Path) -> None:
+    import gc
+
+    pool = store.Pool(str(tmp_path / "db.sqlite3"))
+    conn = pool.take()
+    pool.give(conn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        del pool
+        gc.collect()
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.execute("SELECT 1")
