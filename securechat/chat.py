@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +15,7 @@ from .auth import iso, login_required
 from .responders import BackendError, Responder, Turn, trim_history
 
 bp = Blueprint("chat", __name__, url_prefix="/api/conversations")
+log = logging.getLogger(__name__)
 
 DEFAULT_TITLE = "New conversation"
 MAX_TITLE = 200
@@ -195,6 +196,12 @@ def _stream_reply(conv_id: str, history: list[Turn]) -> Response:
                 _keep_partial(conv_id, parts)
             else:
                 final = _store_reply_event(conv_id, "".join(parts))
+        except Exception as e:  # the headers are sent: report, do not vanish
+            # A bug or a database failure mid-stream: the client still gets the contract's
+            # error event, and the server log gets the traceback.
+            log.error("unhandled %s while streaming a reply", type(e).__name__, exc_info=e)
+            final = _error_event("internal_error", "Internal server error.")
+            _keep_partial(conv_id, parts)
         finally:
             # Closing the backend's stream stops its generation when the client left.
             close = getattr(chunks, "close", None)
@@ -227,10 +234,14 @@ def _store_reply_event(conv_id: str, text: str) -> bytes:
 def _keep_partial(conv_id: str, parts: list[str]) -> None:
     """Store a reply cut short, marked incomplete (nothing when nothing was generated)."""
     text = "".join(parts)
-    if text:
-        # A conversation deleted meanwhile has nowhere to keep it.
-        with contextlib.suppress(ApiException):
-            _append(conv_id, "assistant", text, store.INCOMPLETE)
+    if not text:
+        return
+    try:
+        _append(conv_id, "assistant", text, store.INCOMPLETE)
+    except ApiException:
+        pass  # the conversation was deleted meanwhile: there is nowhere to keep it
+    except Exception as e:  # runs while an error event is being sent
+        log.error("could not keep a partial reply: %s", type(e).__name__, exc_info=e)
 
 
 @bp.post("/<conv_id>/messages")

@@ -44,9 +44,12 @@ def test_echo_streams_deltas_then_done(alice: ChatClient) -> None:
 def test_json_stays_the_default(alice: ChatClient) -> None:
     conv = alice.new_conversation()["id"]
     for accept in ("application/json", "*/*", "application/json, text/event-stream;q=0.5"):
-        response = alice.http.post(alice.base_url + messages_path(conv), json={"content": "hi"},
-                                   headers={"X-CSRF-Token": alice.csrf_token, "Accept": accept},
-                                   timeout=30)
+        response = alice.http.post(
+            alice.base_url + messages_path(conv),
+            json={"content": "hi"},
+            headers={"X-CSRF-Token": alice.csrf_token, "Accept": accept},
+            timeout=30,
+        )
         assert response.status_code == 201 and set(response.json()) == {"message", "reply"}
 
 
@@ -61,13 +64,17 @@ def test_client_stream_yields_chunks_and_keeps_the_message(alice: ChatClient) ->
     assert "done" in repr(reply)
 
 
-@pytest.mark.parametrize("content,status,code", [
-    ("", 400, "invalid_content"),
-    ("   ", 400, "invalid_content"),
-    ("x" * 32769, 400, "invalid_content"),
-])
-def test_invalid_message_is_a_json_error_before_any_stream(alice: ChatClient, content: str,
-                                                           status: int, code: str) -> None:
+@pytest.mark.parametrize(
+    "content,status,code",
+    [
+        ("", 400, "invalid_content"),
+        ("   ", 400, "invalid_content"),
+        ("x" * 32769, 400, "invalid_content"),
+    ],
+)
+def test_invalid_message_is_a_json_error_before_any_stream(
+    alice: ChatClient, content: str, status: int, code: str
+) -> None:
     conv = alice.new_conversation()["id"]
     response, events = stream_events(alice, messages_path(conv), {"content": content})
     assert response.status_code == status and events == []
@@ -77,13 +84,15 @@ def test_invalid_message_is_a_json_error_before_any_stream(alice: ChatClient, co
     assert alice.history(conv) == []
 
 
-def test_stream_needs_session_csrf_and_ownership(alice: ChatClient, bob: ChatClient,
-                                                 client: ChatClient) -> None:
+def test_stream_needs_session_csrf_and_ownership(
+    alice: ChatClient, bob: ChatClient, client: ChatClient
+) -> None:
     conv = alice.new_conversation()["id"]
     response, _ = stream_events(client, messages_path(conv), {"content": "hi"})
     assert response.status_code == 401
-    response, _ = stream_events(alice, messages_path(conv), {"content": "hi"},
-                                **{"X-CSRF-Token": "wrong"})
+    response, _ = stream_events(
+        alice, messages_path(conv), {"content": "hi"}, **{"X-CSRF-Token": "wrong"}
+    )
     assert response.status_code == 403
     with pytest.raises(ApiError) as raised:
         bob.stream(conv, "hi")
@@ -128,11 +137,15 @@ def test_migration_v1_to_v2_keeps_messages_complete(tmp_path: Path) -> None:
 
 
 def test_sse_parse_follows_the_format() -> None:
-    stream = (b": a comment\n\nevent: delta\ndata: {\"a\": 1}\n\ndata: line1\r\ndata: line2\r\n"
-              b"\r\nid: 7\nretry: 10\ndata: x\n\nevent: done\ndata: unterminated")
+    stream = (
+        b': a comment\n\nevent: delta\ndata: {"a": 1}\n\ndata: line1\r\ndata: line2\r\n'
+        b"\r\nid: 7\nretry: 10\ndata: x\n\nevent: done\ndata: unterminated"
+    )
     assert list(sse.parse([stream])) == [
-        sse.Event("delta", '{"a": 1}'), sse.Event("message", "line1\nline2"),
-        sse.Event("message", "x")]
+        sse.Event("delta", '{"a": 1}'),
+        sse.Event("message", "line1\nline2"),
+        sse.Event("message", "x"),
+    ]
 
 
 def test_sse_refuses_an_endless_line() -> None:
@@ -140,18 +153,25 @@ def test_sse_refuses_an_endless_line() -> None:
         list(sse.parse([b"data: " + b"x" * 100] * 5, max_line=300))
 
 
-@given(st.lists(st.tuples(st.sampled_from(["delta", "done", "error"]),
-                          st.dictionaries(st.text(max_size=5), st.text(max_size=20), max_size=3)),
-                max_size=6),
-       st.lists(st.integers(1, 40), min_size=1, max_size=10))
-def test_sse_round_trip_at_any_chunk_boundary(events: list[tuple[str, Any]],
-                                              cuts: list[int]) -> None:
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["delta", "done", "error"]),
+            st.dictionaries(st.text(max_size=5), st.text(max_size=20), max_size=3),
+        ),
+        max_size=6,
+    ),
+    st.lists(st.integers(1, 40), min_size=1, max_size=10),
+)
+def test_sse_round_trip_at_any_chunk_boundary(
+    events: list[tuple[str, Any]], cuts: list[int]
+) -> None:
     import json
 
     encoded = b"".join(sse.encode(name, data) for name, data in events)
     pieces, start = [], 0
     for size in cuts * (len(encoded) // sum(cuts) + 1):
-        pieces.append(encoded[start:start + size])
+        pieces.append(encoded[start : start + size])
         start += size
     assert b"".join(pieces) == encoded
     decoded = [(e.event, json.loads(e.data)) for e in sse.parse(pieces)]
@@ -163,7 +183,8 @@ def test_sse_round_trip_at_any_chunk_boundary(events: list[tuple[str, Any]],
 
 @pytest.mark.parametrize("streamed", [False, True])
 def test_reply_answers_this_request_not_a_later_message(
-        alice: ChatClient, monkeypatch: pytest.MonkeyPatch, streamed: bool) -> None:
+    alice: ChatClient, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
     from securechat import chat
 
     original = chat._store
@@ -183,3 +204,32 @@ def test_reply_answers_this_request_not_a_later_message(
     else:
         text = alice.send(conv, "mine")["reply"]["content"]
     assert text == "Echo: mine"
+
+
+class _BrokenMidway:
+    """A responder with a bug: one chunk, then an unexpected exception."""
+
+    def reply(self, history: Any) -> str:
+        raise RuntimeError("not used")
+
+    def stream(self, history: Any) -> Any:
+        yield "half a "
+        raise RuntimeError("bug in the responder")
+
+
+def test_unexpected_error_mid_stream_is_an_error_event(
+    app: Flask, alice: ChatClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    app.extensions["securechat.responder"] = _BrokenMidway()
+    conv = alice.new_conversation()["id"]
+    response, events = stream_events(alice, messages_path(conv), {"content": "go"})
+    assert response.status_code == 200
+    assert [name for name, _ in events] == ["delta", "error"]
+    assert events[-1][1] == {
+        "error": {"code": "internal_error", "message": "Internal server error."}
+    }
+    history = alice.history(conv)
+    assert [m["content"] for m in history] == ["go", "half a "]
+    assert history[1]["incomplete"] is True
+    assert "bug in the responder" not in response.text
+    assert any("RuntimeError" in r.getMessage() for r in caplog.records)
