@@ -7,6 +7,8 @@ succeed; registration per address; sending messages per user. Counters live in
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +19,7 @@ from limits.errors import ConfigurationError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth
+from .api import fail
 from .errors import ConfigError
 
 LIMIT_KEYS = ("LOGIN_RATE_LIMIT", "REGISTER_RATE_LIMIT", "CHAT_RATE_LIMIT")
@@ -49,6 +52,38 @@ def session_user() -> str:
 def _unsuccessful(response: Response) -> bool:
     # Only failed logins count: a user who logs in often is not guessing passwords.
     return not 200 <= response.status_code < 300
+
+
+def _one_login_at_a_time(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Refuse (429) a login while another for the same username is still being answered.
+
+    Failed logins are counted only once answered, so without this, parallel guesses
+    would all pass the check before any was counted. The slot is released at teardown,
+    after the limiter has counted the attempt. (Per process: with several workers, the
+    overshoot is at most one guess per worker.)
+    """
+    busy: set[str] = set()
+    lock = threading.Lock()
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        key = login_username()
+        with lock:
+            if key in busy:
+                fail(429, "rate_limited", "Another login for this account is in progress.")
+            busy.add(key)
+        g.login_slot = (busy, lock, key)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def _release_login_slot(exc: BaseException | None = None) -> None:
+    slot = g.pop("login_slot", None)
+    if slot is not None:
+        busy, lock, key = slot
+        with lock:
+            busy.discard(key)
 
 
 def _check_config(app: Flask) -> None:
@@ -93,6 +128,10 @@ def init_app(app: Flask) -> Limiter:
         # chat.send must exist; other backend views are limited when the app has them.
         **{e: [chat] for e in BACKEND_ENDPOINTS if e == "chat.send" or e in app.view_functions},
     }
+    if limiter.enabled:
+        # Outermost, so it holds the slot across the limiter's check and its count.
+        rules["auth.login"].append(_one_login_at_a_time)
+        app.teardown_request(_release_login_slot)
     for endpoint, decorators in rules.items():
         view = app.view_functions[endpoint]
         for decorate in decorators:

@@ -24,8 +24,13 @@ from securechat import (
 from .conftest import FAST, PASSWORD
 
 WRONG = "not the password"
-LIMITED = {**FAST, "RATELIMIT_ENABLED": True, "LOGIN_RATE_LIMIT": "3 per minute",
-           "REGISTER_RATE_LIMIT": "3 per minute", "CHAT_RATE_LIMIT": "3 per minute"}
+LIMITED = {
+    **FAST,
+    "RATELIMIT_ENABLED": True,
+    "LOGIN_RATE_LIMIT": "3 per minute",
+    "REGISTER_RATE_LIMIT": "3 per minute",
+    "CHAT_RATE_LIMIT": "3 per minute",
+}
 
 
 @pytest.fixture
@@ -46,14 +51,15 @@ def from_addr(addr: str) -> dict[str, Any]:
 
 
 def register(http: FlaskClient, name: str, addr: str = "10.0.0.1") -> TestResponse:
-    return http.post("/api/register", json={"username": name, "password": PASSWORD},
-                     **from_addr(addr))
+    return http.post(
+        "/api/register", json={"username": name, "password": PASSWORD}, **from_addr(addr)
+    )
 
 
-def login(http: FlaskClient, name: str, password: str = PASSWORD,
-          addr: str = "10.0.0.1") -> TestResponse:
-    return http.post("/api/login", json={"username": name, "password": password},
-                     **from_addr(addr))
+def login(
+    http: FlaskClient, name: str, password: str = PASSWORD, addr: str = "10.0.0.1"
+) -> TestResponse:
+    return http.post("/api/login", json={"username": name, "password": password}, **from_addr(addr))
 
 
 def assert_rate_limited(response: TestResponse) -> None:
@@ -97,8 +103,9 @@ def test_login_limited_per_username(http: FlaskClient) -> None:
     assert login(http, "bob", addr="10.2.0.1").status_code == 200
 
 
-def test_refused_guesses_cost_no_kdf_work(http: FlaskClient,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refused_guesses_cost_no_kdf_work(
+    http: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for _ in range(3):
         assert login(http, "alice", WRONG).status_code == 401
     calls: list[str] = []
@@ -120,10 +127,15 @@ def test_successful_logins_are_not_counted(http: FlaskClient) -> None:
         assert login(http, "alice").status_code == 200
 
 
-@pytest.mark.parametrize("body", [
-    {"username": "alice"}, {"username": 7, "password": WRONG},
-    {"username": "x" * 5000, "password": WRONG}, ["not", "an object"],
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"username": "alice"},
+        {"username": 7, "password": WRONG},
+        {"username": "x" * 5000, "password": WRONG},
+        ["not", "an object"],
+    ],
+)
 def test_malformed_logins_count_too(http: FlaskClient, body: Any) -> None:
     for _ in range(3):
         assert http.post("/api/login", json=body).status_code in (400, 401)
@@ -155,8 +167,9 @@ def test_chat_limited_per_user(app: Flask) -> None:
     assert_rate_limited(alice.post(path, json={"content": "hi"}, headers=alice_csrf))
     # Same address, another user: a budget of their own.
     bob_conv = bob.post("/api/conversations", json={}, headers=bob_csrf).get_json()["id"]
-    response = bob.post(f"/api/conversations/{bob_conv}/messages", json={"content": "hi"},
-                        headers=bob_csrf)
+    response = bob.post(
+        f"/api/conversations/{bob_conv}/messages", json={"content": "hi"}, headers=bob_csrf
+    )
     assert response.status_code == 201
 
 
@@ -164,12 +177,17 @@ def test_retrying_a_reply_shares_the_chat_budget(app: Flask) -> None:
     http = app.test_client()
     csrf = _logged_in(http, "alice")
     conv = http.post("/api/conversations", json={}, headers=csrf).get_json()["id"]
-    assert http.post(f"/api/conversations/{conv}/messages", json={"content": "hi"},
-                     headers=csrf).status_code == 201
+    assert (
+        http.post(
+            f"/api/conversations/{conv}/messages", json={"content": "hi"}, headers=csrf
+        ).status_code
+        == 201
+    )
     for _ in range(2):  # nothing to answer, but the backend budget is still spent
         assert http.post(f"/api/conversations/{conv}/reply", headers=csrf).status_code == 409
-    assert_rate_limited(http.post(f"/api/conversations/{conv}/messages",
-                                  json={"content": "hi"}, headers=csrf))
+    assert_rate_limited(
+        http.post(f"/api/conversations/{conv}/messages", json={"content": "hi"}, headers=csrf)
+    )
 
 
 def test_anonymous_sends_are_limited_per_address(http: FlaskClient) -> None:
@@ -206,8 +224,9 @@ def test_storage_uri_is_used(monkeypatch: pytest.MonkeyPatch, instance: Path) ->
         return MemoryStorage()
 
     monkeypatch.setattr(extension, "storage_from_string", fake_storage)
-    app = create_app({**LIMITED, "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/3"},
-                     instance_path=instance)
+    app = create_app(
+        {**LIMITED, "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/3"}, instance_path=instance
+    )
     assert used == ["redis://127.0.0.1:6379/3"]
     assert app.extensions["securechat.limiter"].storage is not None
 
@@ -216,14 +235,17 @@ def test_memory_storage_by_default(app: Flask) -> None:
     assert isinstance(app.extensions["securechat.limiter"].storage, MemoryStorage)
 
 
-@pytest.mark.parametrize("override", [
-    {"RATELIMIT_STORAGE_URI": "nosuch://127.0.0.1"},
-    {"LOGIN_RATE_LIMIT": "lots"},
-    {"CHAT_RATE_LIMIT": ""},
-    {"PROXY_FIX": -1},
-    {"PROXY_FIX": "2"},
-    {"PROXY_FIX": True},
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"RATELIMIT_STORAGE_URI": "nosuch://127.0.0.1"},
+        {"LOGIN_RATE_LIMIT": "lots"},
+        {"CHAT_RATE_LIMIT": ""},
+        {"PROXY_FIX": -1},
+        {"PROXY_FIX": "2"},
+        {"PROXY_FIX": True},
+    ],
+)
 def test_bad_settings_refused(override: dict[str, Any], instance: Path) -> None:
     with pytest.raises(ConfigError):
         create_app({**LIMITED, **override}, instance_path=instance)
@@ -233,8 +255,12 @@ def test_bad_settings_refused(override: dict[str, Any], instance: Path) -> None:
 
 
 def _register_via_proxy(http: FlaskClient, name: str, forwarded: str) -> TestResponse:
-    return http.post("/api/register", json={"username": name, "password": PASSWORD},
-                     headers={"X-Forwarded-For": forwarded}, **from_addr("10.0.0.254"))
+    return http.post(
+        "/api/register",
+        json={"username": name, "password": PASSWORD},
+        headers={"X-Forwarded-For": forwarded},
+        **from_addr("10.0.0.254"),
+    )
 
 
 def test_forwarded_for_is_ignored_without_proxy_fix(http: FlaskClient) -> None:
@@ -244,8 +270,7 @@ def test_forwarded_for_is_ignored_without_proxy_fix(http: FlaskClient) -> None:
     assert_rate_limited(_register_via_proxy(http, "user3", "192.0.2.99"))
 
 
-def test_proxy_fix_limits_the_forwarded_address(settings: dict[str, Any],
-                                                instance: Path) -> None:
+def test_proxy_fix_limits_the_forwarded_address(settings: dict[str, Any], instance: Path) -> None:
     settings["PROXY_FIX"] = 1
     http = create_app(settings, instance_path=instance).test_client()
     for i in range(3):
@@ -270,3 +295,45 @@ def test_client_sees_rate_limited_error(server: BackgroundServer) -> None:
         with pytest.raises(ApiError) as limited:
             client.login("alice", PASSWORD)
     assert (limited.value.status, limited.value.code) == (429, "rate_limited")
+
+
+def test_parallel_guesses_cannot_overshoot_the_login_limit(
+    server: BackgroundServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failures are counted once answered: parallel guesses must not all slip past the check."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    assert (
+        requests.post(
+            server.url + "/api/register",
+            timeout=30,
+            json={"username": "alice", "password": PASSWORD},
+        ).status_code
+        == 201
+    )
+    real = crypto.derive_kek
+    barrier = threading.Event()
+
+    def slow(password: str, salt: bytes, params: crypto.KdfParams) -> bytes:
+        barrier.wait(0.2)  # keep each guess in flight long enough for the others to arrive
+        time.sleep(0.02)
+        return real(password, salt, params)
+
+    monkeypatch.setattr(crypto, "derive_kek", slow)
+
+    def guess(i: int) -> int:
+        r = requests.post(
+            server.url + "/api/login",
+            timeout=30,
+            json={"username": "alice", "password": f"guess {i}"},
+        )
+        return r.status_code
+
+    with ThreadPoolExecutor(24) as pool:
+        statuses = list(pool.map(guess, range(24)))
+    assert set(statuses) <= {401, 429}
+    assert 1 <= statuses.count(401) <= 3  # LIMITED: "3 per minute"
