@@ -39,7 +39,11 @@ def serve(host: str, port: int, instance: str | None, threads: int = 8) -> int:
     except ConfigError as e:
         print(f"securechat: refusing to start: {e}", file=sys.stderr)
         return 2
-    server = create_server(app, host=host, port=port, threads=threads, ident="securechat")
+    # waitress buffers a whole body before the app sees it: keep that near the app's own
+    # limit (bodies between the two still get the JSON 413 from the app).
+    body_cap = max(4 * int(app.config["MAX_CONTENT_LENGTH"]), 8 * 1024 * 1024)
+    server = create_server(app, host=host, port=port, threads=threads, ident="securechat",
+                           max_request_body_size=body_cap)
     bound_port = server.socket.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"securechat listening on http://{shown}:{bound_port} (instance {app.instance_path})",

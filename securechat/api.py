@@ -59,13 +59,30 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 
 def json_body() -> dict[str, Any]:
-    """Return the request's JSON object, or fail with 415/400."""
+    """Return the request's JSON object, or fail with 415/400 (413 when too large)."""
     if request.mimetype != "application/json":
         fail(415, "unsupported_media_type", "Send a JSON body with Content-Type: application/json.")
+    _refuse_cut_body()
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         fail(400, "invalid_json", "The body must be a JSON object.")
     return data
+
+
+def optional_json_body() -> dict[str, Any]:
+    """For routes that need no body: accept none, or a JSON object (415/400 otherwise)."""
+    if not request.content_length and not request.get_data(cache=True):
+        return {}
+    return json_body()
+
+
+def _refuse_cut_body() -> None:
+    # A chunked body has no Content-Length to check up front, and the server's stream
+    # stops at the limit without an error: a body that fills the limit was cut.
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None:
+        if len(request.get_data(cache=True)) >= limit:
+            fail(413, "too_large", _MESSAGES[413])
 
 
 def string_field(data: dict[str, Any], name: str) -> str:

@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from itsdangerous import BadSignature, Signer
 
 from . import crypto, store
-from .api import fail, json_body, string_field
+from .api import fail, json_body, optional_json_body, string_field
 from .errors import DecryptionError
 
 bp = Blueprint("auth", __name__, url_prefix="/api")
@@ -240,6 +240,7 @@ def session() -> Response:
 @bp.post("/logout")
 def logout() -> Response:
     """Delete the session server-side, so a replayed cookie is refused everywhere."""
+    optional_json_body()
     if load_session():
         check_csrf()
         store.delete_session(store.get_db(), g.token_digest)

@@ -10,7 +10,14 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
 from . import crypto, sse, store
-from .api import ApiException, fail, json_body, optional_string, string_field
+from .api import (
+    ApiException,
+    fail,
+    json_body,
+    optional_json_body,
+    optional_string,
+    string_field,
+)
 from .auth import iso, login_required
 from .responders import BackendError, Responder, Turn, trim_history
 
@@ -272,6 +279,7 @@ def reply_again(conv_id: str) -> Response | tuple[Response, int]:
     The way to retry after a 502/503/504 or a cut-off stream; no body is needed. Streams
     like sending does with ``Accept: text/event-stream``.
     """
+    optional_json_body()
     _own_conversation(conv_id)
     last = store.page_messages(store.get_db(), conv_id, 1)
     if not last or (last[0].role == "assistant" and last[0].status == store.COMPLETE):

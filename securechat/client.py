@@ -38,15 +38,22 @@ class ChatClient:
                 params: dict[str, Any] | None = None) -> Any:
         """Send one API request; return the decoded JSON (None for 204)."""
         headers = {CSRF_HEADER: self.csrf_token} if self.csrf_token else {}
+        return _decoded(self._http(method, path, json=json, params=params, headers=headers))
+
+    def _http(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One HTTP exchange with a timeout; transport failures become ApiError."""
         try:
-            response = self.http.request(method, self.base_url + path, json=json, params=params,
-                                         headers=headers, timeout=self.timeout)
+            return self.http.request(method, self.base_url + path, timeout=self.timeout,
+                                     **kwargs)
         except requests.Timeout as e:
             raise ApiError(0, "timeout", f"No answer from {self.base_url} in time.") from e
         except requests.ConnectionError as e:
             raise ApiError(0, "unreachable", f"Cannot reach {self.base_url}; is the "
                            "server running?") from e
-        return _decoded(response)
+        except requests.RequestException as e:
+            # A malformed URL, a broken chunked answer, ...: still the package's error.
+            raise ApiError(0, "request_failed", f"The request to {self.base_url} failed: "
+                           f"{type(e).__name__}.") from e
 
     # --- account ------------------------------------------------------------------
 
@@ -122,14 +129,7 @@ class ChatClient:
         headers = {"Accept": sse.CONTENT_TYPE}
         if self.csrf_token:
             headers[CSRF_HEADER] = self.csrf_token
-        try:
-            response = self.http.post(self.base_url + path, json=body, headers=headers,
-                                      timeout=self.timeout, stream=True)
-        except requests.Timeout as e:
-            raise ApiError(0, "timeout", f"No answer from {self.base_url} in time.") from e
-        except requests.ConnectionError as e:
-            raise ApiError(0, "unreachable", f"Cannot reach {self.base_url}; is the "
-                           "server running?") from e
+        response = self._http("POST", path, json=body, headers=headers, stream=True)
         if not response.headers.get("Content-Type", "").startswith(sse.CONTENT_TYPE):
             with response:
                 _decoded(response)  # raises the server's ApiError
@@ -207,7 +207,7 @@ class ReplyStream:
                                    error["code"], error["message"])
         except requests.Timeout as e:
             raise ApiError(0, "timeout", "The server stopped sending the reply.") from e
-        except requests.ConnectionError as e:
+        except requests.RequestException as e:  # connection reset, broken chunking, ...
             raise ApiError(0, "stream_broken", "The connection broke mid-reply.") from e
         except (ValueError, KeyError, TypeError) as e:
             raise ApiError(200, "bad_response", "The server sent an unreadable event.") from e

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -144,19 +145,33 @@ def build_config(instance: Path, env: Mapping[str, Any],
         settings["SECRET_KEY"] = load_or_create_secret(instance / SECRET_FILE)
     check_secret_key(settings["SECRET_KEY"])
     _check_numbers(settings)
+    for key in _BOOLEAN_KEYS:
+        settings[key] = _boolean(key, settings[key])
     settings["DEBUG"] = False  # the werkzeug debugger is remote code execution
     return settings
 
 
 def load_or_create_secret(path: Path) -> str:
-    """Read the secret from ``path``, or generate it there once with mode 0600."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    """Read the secret from ``path``, or generate it there once with mode 0600.
+
+    The file appears whole or not at all (written aside, then linked into place), so a
+    second process starting at the same moment never reads it half-written.
+    """
+    if path.exists():
         return path.read_text("utf-8").strip()
     secret = secrets.token_urlsafe(48)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(secret + "\n")
+    fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(secret + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(scratch, path)
+        except FileExistsError:
+            return path.read_text("utf-8").strip()  # another process won the race
+    finally:
+        os.unlink(scratch)
     return secret
 
 
@@ -176,6 +191,21 @@ def check_secret_key(secret: object) -> None:
                           "print(secrets.token_urlsafe(48))')")
     if len(set(raw)) < 8:
         raise ConfigError("SECRET_KEY repeats too few characters to be random")
+
+
+_BOOLEAN_KEYS = ("HTTPS", "RATELIMIT_ENABLED")
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def _boolean(key: str, value: Any) -> bool:
+    # "no" or "off" in an environment variable must not switch a setting *on*.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"{key} must be true or false (1/0, yes/no, on/off), not {value!r}")
 
 
 def _check_numbers(settings: Mapping[str, Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -200,6 +201,10 @@ def init_app(app: Flask) -> None:
     conn = connect(path)
     try:
         migrate(conn)
+        # Sessions that timed out while the server was down go now, not at the next login.
+        now = float((app.config.get("CLOCK") or time.time)())
+        delete_stale_sessions(conn, now - app.config["SESSION_IDLE_TIMEOUT"],
+                              now - app.config["SESSION_ABSOLUTE_TIMEOUT"])
     finally:
         conn.close()
     app.extensions["securechat.db"] = Pool(path)

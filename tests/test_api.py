@@ -443,3 +443,43 @@ def test_static_files_only_under_assets(app: Flask) -> None:
         response = web.get(path)
         response.close()  # a file response holds its file open until closed
         assert response.status_code == status
+
+
+def _chunked(*parts: bytes):  # type: ignore[no-untyped-def]
+    """A body sent with Transfer-Encoding: chunked (no Content-Length)."""
+    yield from parts
+
+
+def test_oversized_chunked_body_is_413(client: ChatClient) -> None:
+    head = b'{"username": "chunky", "password": "password123"'
+    body = _chunked(head, *([b" " * 65536] * 20), b"}")  # 1.25 MiB, no Content-Length
+    response = raw(
+        client, "POST", "/api/register", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert_error(response, 413, "too_large")
+    with pytest.raises(ApiError):
+        client.login("chunky", "password123")  # and nothing was created
+
+
+def test_small_chunked_body_is_accepted(client: ChatClient) -> None:
+    body = _chunked(b'{"username": "chunk2", ', b'"password": "password123"}')
+    response = raw(
+        client, "POST", "/api/register", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize("path", ["/api/logout", "/api/conversations/{id}/reply"])
+def test_bodyless_routes_refuse_non_json_bodies(alice: ChatClient, path: str) -> None:
+    conv = alice.new_conversation()
+    url = path.format(id=conv["id"])
+    response = raw(
+        alice, "POST", url, data=b"garbage", headers={**csrf(alice), "Content-Type": "text/plain"}
+    )
+    assert_error(response, 415, "unsupported_media_type")
+    assert alice.session()["username"] == "alice"  # the session was not ended
+
+
+def test_logout_accepts_an_empty_body(alice: ChatClient) -> None:
+    assert raw(alice, "POST", "/api/logout", headers=csrf(alice)).status_code == 204
+    assert_error(raw(alice, "GET", "/api/session"), 401)

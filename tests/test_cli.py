@@ -149,3 +149,21 @@ def test_serve_help() -> None:
         timeout=60,
     )
     assert proc.returncode == 0 and "--instance" in proc.stdout
+
+
+def test_serve_bounds_request_bodies(served: Served) -> None:
+    import requests
+
+    url = served.url + "/api/register"
+    headers = {"Content-Type": "application/json"}
+    over = requests.post(
+        url, data=b"{" + b" " * (2 * 1024 * 1024) + b"}", headers=headers, timeout=30
+    )
+    assert over.status_code == 413 and over.json()["error"]["code"] == "too_large"
+    # Far beyond the limit, waitress refuses before buffering it all.
+    try:
+        huge = requests.post(url, data=b" " * (12 * 1024 * 1024), headers=headers, timeout=30)
+        assert huge.status_code == 413
+    except requests.ConnectionError:
+        pass  # or it closes the connection while the body is still being sent
+    served.stop()

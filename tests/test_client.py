@@ -88,3 +88,10 @@ def test_ids_are_quoted_in_paths(alice: ChatClient) -> None:
     with pytest.raises(ApiError) as info:
         alice.send("../../register", "x")
     assert info.value.status == 404 and info.value.code == "not_found"
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:1", "http://[::1", "ftp://127.0.0.1/"])
+def test_malformed_urls_raise_the_package_error(url: str) -> None:
+    with ChatClient(url, timeout=5) as client, pytest.raises(ApiError) as info:
+        client.health()
+    assert info.value.code in ("request_failed", "unreachable")

@@ -145,3 +145,45 @@ def test_defaults_are_safe() -> None:
 def test_debug_is_never_on(instance: Path) -> None:
     app = create_app({**FAST, "DEBUG": True}, instance_path=instance)
     assert app.debug is False and app.config["DEBUG"] is False
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("no", False),
+        ("off", False),
+        ("0", False),
+        ("false", False),
+        ("yes", True),
+        ("ON", True),
+        ("1", True),
+        ("true", True),
+    ],
+)
+def test_boolean_settings_parse_strictly(
+    instance: Path, monkeypatch: pytest.MonkeyPatch, raw: str, expected: bool
+) -> None:
+    monkeypatch.setenv("SECURECHAT_HTTPS", raw)
+    assert create_app(FAST, instance_path=instance).config["HTTPS"] is expected
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "enabled"])
+def test_unclear_boolean_refused(instance: Path, monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("SECURECHAT_HTTPS", raw)
+    with pytest.raises(ConfigError, match="HTTPS"):
+        create_app(FAST, instance_path=instance)
+
+
+def test_concurrent_first_starts_agree_on_one_secret(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from securechat.config import load_or_create_secret
+
+    folder = tmp_path / "fresh"
+    folder.mkdir()
+    path = folder / "secret_key"
+    with ThreadPoolExecutor(8) as pool:
+        secrets_seen = set(pool.map(lambda _: load_or_create_secret(path), range(32)))
+    assert len(secrets_seen) == 1 and len(secrets_seen.pop()) >= 32
+    assert [p.name for p in folder.iterdir()] == ["secret_key"]  # no scratch file left
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -266,3 +266,18 @@ def test_kdf_runs_are_capped(
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda c: c.login("lara", PASSWORD), clients))
     assert peak == 1
+
+
+def test_sessions_expired_while_down_are_purged_at_start(
+    clock: FakeClock, app: Flask, alice: ChatClient, instance: Path
+) -> None:
+    import sqlite3
+
+    def rows() -> int:
+        with sqlite3.connect(app.config["DATABASE"]) as db:
+            return db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+
+    assert rows() == 1
+    clock.now += 101  # past the idle timeout, with no request to notice it
+    create_app({**FAST, "CLOCK": clock, "SESSION_IDLE_TIMEOUT": 100}, instance_path=instance)
+    assert rows() == 0
