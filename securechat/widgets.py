@@ -151,8 +151,12 @@ _NUMBERED = re.compile(r"^\s*\d{1,9}[.)]\s+(.*)$")
 _HEADING = re.compile(r"^#{1,6}\s+(.*)$")
 _QUOTE = re.compile(r"^&gt;\s?(.*)$")
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
-_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
-_ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![*\w])")
+# Emphasis never spans a line, and its text cannot hold its own delimiter ("**" inside
+# bold, "*" inside italics): a failed attempt then stops at the next delimiter instead of
+# scanning to the end of the line, which kept ``"*a " * 10000`` quadratic (seconds per
+# redraw of a streaming reply).
+_BOLD = re.compile(r"\*\*(?=\S)((?:[^*\n]|\*(?!\*))+?)(?<=\S)\*\*")
+_ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![*\w])")
 
 _ROLE_LABEL = {"user": "You", "assistant": "Assistant"}
 _BUBBLE = ("padding:6px 10px;margin:3px 0;border-radius:10px;max-width:85%;"
@@ -256,6 +260,12 @@ def describe_error(error: SecureChatError) -> str:
 
 
 # --- the chat box -----------------------------------------------------------------
+
+def _discard(bubble: w.HTML) -> None:
+    """Blank a message bubble, then close it (its last state would otherwise keep the text)."""
+    bubble.value = ""
+    bubble.close()
+
 
 class ChatBox:
     """A chat UI over a :class:`ChatClient`: login/register, conversations, messages, input.
@@ -543,7 +553,7 @@ class ChatBox:
         self._bubbles = []
         self._render()
         for bubble in old:
-            bubble.close()
+            _discard(bubble)
         for message in messages:
             self._append(message)
 
@@ -560,7 +570,7 @@ class ChatBox:
 
     def _drop_last(self) -> None:
         self.messages.pop()
-        self._bubbles.pop().close()
+        _discard(self._bubbles.pop())
         self._render()
 
     def _render(self) -> None:
@@ -658,10 +668,18 @@ class ChatBox:
         return self.root._repr_mimebundle_(**kwargs)
 
     def close(self) -> None:
-        """Close every widget of the box (the client stays open; it is the caller's)."""
+        """Blank the chat shown, then close every widget (the client stays the caller's)."""
+        # A widget's last synced state outlives its close: Jupyter's "save widget state"
+        # and nbconvert's executor keep it and write it into the .ipynb. So the messages,
+        # titles and draft are sent empty while the widgets can still be updated.
+        for bubble in self._bubbles:
+            bubble.value = ""
+        self._fill_picker([], None)
+        self.input.value = ""
         for widget in self._widgets():
             widget.close()
         self._bubbles = []
+        self.messages = []
 
     def __repr__(self) -> str:
         who = self.client.username if self.logged_in else "not logged in"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import comm
 import pytest
 from flask import Flask
 from hypothesis import given
@@ -112,6 +114,38 @@ def test_markdown_any_text_is_safe(text: str) -> None:
     ("snake_case and 2*3*4", "<p>snake_case and 2*3*4</p>"),
 ])
 def test_markdown_subset(source: str, expected: str) -> None:
+    assert render_markdown(source) == expected
+
+
+# Emphasis that never closes, 30 000 characters on one line: each failed attempt used to
+# scan to the end of the line (quadratic, ~2 s per render and per streaming redraw).
+# There is no timing assertion; a regression shows up as a slow test.
+PATHOLOGICAL = 30_000
+
+
+@pytest.mark.parametrize("unit", ["*a ", "**a ", "**a *b ", "***a ", "*a*a "])
+def test_markdown_unclosed_emphasis_on_a_long_line_stays_text(unit: str) -> None:
+    text = unit * (PATHOLOGICAL // len(unit))
+    assert render_markdown(text) == f"<p>{text}</p>"
+
+
+def test_markdown_unclosed_emphasis_in_a_long_list_item_stays_text() -> None:
+    text = "- *a " * (PATHOLOGICAL // 5)
+    assert render_markdown(text) == f"<ul><li>{text[2:]}</li></ul>"
+
+
+def test_markdown_many_closed_emphases_on_a_long_line() -> None:
+    out = render_markdown("*a* **b** " * (PATHOLOGICAL // 10))
+    assert out.count("<em>a</em>") == out.count("<strong>b</strong>") == PATHOLOGICAL // 10
+    assert_safe_markdown(out)
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("**bold *em* text**", "<p><strong>bold <em>em</em> text</strong></p>"),
+    ("*not\nacross lines*", "<p>*not<br>across lines*</p>"),
+    ("**not\nacross lines**", "<p>**not<br>across lines**</p>"),
+])
+def test_markdown_emphasis_nests_but_stays_on_its_line(source: str, expected: str) -> None:
     assert render_markdown(source) == expected
 
 
@@ -469,6 +503,44 @@ def test_xss_payloads_are_escaped_in_the_rendered_bubbles(
             assert tag == "div" or attrs == []
     assert "&lt;script&gt;" in "".join(markup) and "<script" not in "".join(markup)
     box.close()
+
+
+def _saved_widget_state(sent: list[tuple[str, str, dict[str, Any]]]) -> str:
+    """The widget state as nbconvert's executor saves it: each model's last synced values."""
+    state: dict[str, dict[str, Any]] = {}
+    for comm_id, _kind, data in sent:
+        if "state" in data:
+            state.setdefault(comm_id, {}).update(data["state"])
+    return json.dumps(state)
+
+
+def test_close_leaves_no_chat_in_saved_widget_state(
+        monkeypatch: pytest.MonkeyPatch, make_user: Callable[..., ChatClient]) -> None:
+    # Every message the widgets send towards the browser, closed ones included.
+    sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    def record(self: comm.base_comm.BaseComm, msg_type: str, data: Any = None,
+               *_args: Any, **_kwargs: Any) -> None:
+        sent.append((self.comm_id, msg_type, data or {}))
+
+    monkeypatch.setattr(comm.DummyComm, "publish_msg", record)
+    box = logged_in_box(make_user)
+    box.send("first private plan")
+    box.new_button.click()  # the first conversation's bubbles are discarded
+    box.send("second private plan")
+    box.input.value = "an unsent private draft"
+    saved = _saved_widget_state(sent)
+    # The recorder sees what is shown (else this test could not fail)...
+    assert "second private plan" in saved and "first private plan" in saved
+    assert "an unsent private draft" in saved
+    closed_before = {cid for cid, kind, _ in sent if kind == "comm_close"}
+    model_ids = {widget.model_id for widget in box._widgets()}
+    box.close()
+    # ...and after close() none of it is left in any model's last state.
+    assert "private" not in _saved_widget_state(sent)
+    closed = {cid for cid, kind, _ in sent if kind == "comm_close"}
+    assert model_ids <= closed - closed_before
+    assert box.messages == [] and box.conversations() == []
 
 
 def test_display_and_close(make_user: Callable[..., ChatClient]) -> None:
