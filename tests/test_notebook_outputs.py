@@ -188,6 +188,15 @@ def execution_problems(nb: dict[str, Any]) -> list[str]:
     return problems
 
 
+def widget_state_problems(nb: dict[str, Any]) -> list[str]:
+    """Problems: saved widget state, which holds what the widgets last showed (chats, titles)."""
+    if "widgets" not in nb.get("metadata", {}):
+        return []
+    state = nb["metadata"]["widgets"].get("application/vnd.jupyter.widget-state+json", {})
+    return [f"metadata.widgets holds {len(state.get('state', {}))} widget models: "
+            "execute with --ExecutePreprocessor.store_widget_state=False"]
+
+
 # --- the committed notebooks -------------------------------------------------------
 
 def _load(path: Path) -> dict[str, Any]:
@@ -213,6 +222,12 @@ def test_no_unexpected_error_output(path: Path) -> None:
 def test_executed_top_to_bottom(path: Path) -> None:
     problems = execution_problems(_load(path))
     assert problems == [], f"re-run it with `make notebooks`: {problems}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_no_saved_widget_state(path: Path) -> None:
+    # A chat box's state is the visible conversation in plain text, outside the encrypted store.
+    assert widget_state_problems(_load(path)) == []
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -402,6 +417,30 @@ def test_traceback_on_stderr_is_reported() -> None:
     text = "Exception in thread x:\nTraceback (most recent call last):\n  ...\nKeyError: 1\n"
     nb = _notebook(nbformat.v4.new_output("stream", name="stderr", text=text))
     assert error_problems(nb) == ["cell 0: a traceback on stderr"]
+
+
+# --- saved widget state ---------------------------------------------------------------
+
+_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+@pytest.mark.parametrize("widgets", [
+    {_WIDGET_STATE: {"state": {uuid.uuid4().hex: {
+        "model_name": "HTMLModel", "state": {"value": "<div>You</div>my private question"}}},
+        "version_major": 2, "version_minor": 0}},
+    {_WIDGET_STATE: {"state": {}, "version_major": 2, "version_minor": 0}},
+    {},
+], ids=["a-chat-bubble", "empty-state", "empty-key"])
+def test_saved_widget_state_is_reported(widgets: dict[str, Any]) -> None:
+    problems = widget_state_problems(_notebook(widgets=widgets))
+    assert len(problems) == 1 and "store_widget_state=False" in problems[0]
+    assert "private" not in problems[0]  # the report does not repeat what it found
+
+
+def test_notebook_without_widget_state_passes() -> None:
+    assert widget_state_problems(_notebook(nbformat.v4.new_output(
+        "display_data", data={"application/vnd.jupyter.widget-view+json": {
+            "model_id": uuid.uuid4().hex, "version_major": 2, "version_minor": 0}}))) == []
 
 
 def _cells(*counts: int | None, sources: list[str] | None = None) -> dict[str, Any]:
