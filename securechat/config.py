@@ -56,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
     "OPENAI_READ_TIMEOUT": 60,  # seconds of silence before the backend counts as stalled
     "OPENAI_MAX_ATTEMPTS": 3,  # tries when the connection cannot be made (never after sending)
     "OPENAI_RETRY_BACKOFF": 0.5,  # seconds before the 2nd try, doubled for each next one
+    "OPENAI_MAX_REPLY_SECONDS": 300,  # a reply still streaming after this is cut
+    "OPENAI_MAX_REPLY_CHARS": 32768,  # and one longer than this
     "SYSTEM_PROMPT": "You are a helpful assistant in a private chat. Answer concisely.",
     "HISTORY_MAX_CHARS": 24000,  # what the backend is shown, besides HISTORY_WINDOW messages
     "SESSION_IDLE_TIMEOUT": 1800,
@@ -81,7 +83,8 @@ DEFAULTS: dict[str, Any] = {
 _POSITIVE_NUMBERS = ("SESSION_IDLE_TIMEOUT", "SESSION_ABSOLUTE_TIMEOUT", "MAX_CONTENT_LENGTH",
                      "MAX_MESSAGE_CHARS", "HISTORY_WINDOW", "KDF_LOG_N", "KDF_R", "KDF_P",
                      "HISTORY_MAX_CHARS", "OPENAI_CONNECT_TIMEOUT", "OPENAI_READ_TIMEOUT",
-                     "OPENAI_MAX_ATTEMPTS", "OPENAI_RETRY_BACKOFF", "KDF_CONCURRENCY")
+                     "OPENAI_MAX_ATTEMPTS", "OPENAI_RETRY_BACKOFF", "KDF_CONCURRENCY",
+                     "OPENAI_MAX_REPLY_SECONDS", "OPENAI_MAX_REPLY_CHARS")
 # Read as text even when they look like numbers (a numeric secret must stay a string).
 _TEXT_KEYS = ("SECRET_KEY", "OPENAI_API_KEY", "OPENAI_MODEL", "DATABASE", "INSTANCE",
               "SYSTEM_PROMPT")

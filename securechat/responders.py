@@ -129,6 +129,7 @@ class OpenAIResponder:
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
                  system_prompt: str | None = None, connect_timeout: float = 5.0,
                  read_timeout: float = 60.0, max_attempts: int = 3, backoff: float = 0.5,
+                 max_reply_seconds: float = 300.0, max_reply_chars: int = 32768,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         _check_base_url(base_url, api_key)
         if not model:
@@ -142,6 +143,9 @@ class OpenAIResponder:
         self.timeout = (connect_timeout, read_timeout)
         self.max_attempts = max_attempts
         self.backoff = backoff
+        # A reply that never ends would hold a server thread (and the user's stream) forever.
+        self.max_reply_seconds = max_reply_seconds
+        self.max_reply_chars = max_reply_chars
         self._sleep = sleep
 
     @classmethod
@@ -155,12 +159,18 @@ class OpenAIResponder:
             read_timeout=float(config["OPENAI_READ_TIMEOUT"]),
             max_attempts=int(config["OPENAI_MAX_ATTEMPTS"]),
             backoff=float(config["OPENAI_RETRY_BACKOFF"]),
+            max_reply_seconds=float(config["OPENAI_MAX_REPLY_SECONDS"]),
+            max_reply_chars=int(config["OPENAI_MAX_REPLY_CHARS"]),
         )
 
     def reply(self, history: Sequence[Turn]) -> str:
         """Ask for the whole reply at once."""
         with _logged(), self._post(history, stream=False) as response:
-            return _completion_text(_read_json(response))
+            text = _completion_text(_read_json(response))
+            if len(text) > self.max_reply_chars:
+                raise BackendBadResponse(f"The AI backend's reply is longer than "
+                                         f"{self.max_reply_chars} characters.")
+            return text
 
     def stream(self, history: Sequence[Turn]) -> Iterator[str]:
         """Yield the reply's text as the backend generates it.
@@ -168,12 +178,21 @@ class OpenAIResponder:
         Closing the generator early closes the connection, which tells the backend to
         stop generating.
         """
+        deadline = time.monotonic() + self.max_reply_seconds
         with _logged(), self._post(history, stream=True) as response:
             if not response.headers.get("Content-Type", "").startswith(sse.CONTENT_TYPE):
                 # A server that ignores "stream": true answers one JSON completion.
                 yield _completion_text(_read_json(response))
                 return
-            yield from _stream_text(response)
+            length = 0
+            for chunk in _stream_text(response):
+                length += len(chunk)
+                if length > self.max_reply_chars:
+                    raise BackendBadResponse(f"The AI backend's reply passed "
+                                             f"{self.max_reply_chars} characters; it was cut.")
+                yield chunk
+                if time.monotonic() > deadline:
+                    raise BackendTimeout("The AI backend took too long; the reply was cut.")
 
     def _payload(self, history: Sequence[Turn], stream: bool) -> dict[str, Any]:
         messages = [{"role": t["role"], "content": t["content"]} for t in history]

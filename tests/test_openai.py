@@ -477,3 +477,37 @@ def test_fake_backend_lifecycle() -> None:
         fake.stop()  # twice is safe
     assert "stopped" in repr(fake)
     assert not [t for t in threading.enumerate() if t.name.startswith("securechat-fake-openai")]
+
+
+# --- a reply cannot hold a server thread forever ------------------------------------------
+
+
+def _long_reply(messages: Any) -> str:
+    return " ".join(f"word{i}" for i in range(400))
+
+
+def test_stream_is_cut_at_the_reply_deadline() -> None:
+    with FakeOpenAI(_long_reply, chunk_delay=0.01) as backend:
+        responder = OpenAIResponder(backend.base_url, "m", max_reply_seconds=0.3)
+        got: list[str] = []
+        with pytest.raises(BackendTimeout):
+            for chunk in responder.stream([{"role": "user", "content": "go"}]):
+                got.append(chunk)
+    assert 0 < len(got) < 400  # some of it arrived, not all
+
+
+def test_stream_is_cut_past_the_reply_length() -> None:
+    with FakeOpenAI(_long_reply) as backend:
+        responder = OpenAIResponder(backend.base_url, "m", max_reply_chars=100)
+        got: list[str] = []
+        with pytest.raises(BackendBadResponse):
+            for chunk in responder.stream([{"role": "user", "content": "go"}]):
+                got.append(chunk)
+    assert sum(map(len, got)) <= 100
+
+
+def test_whole_reply_past_the_length_is_refused() -> None:
+    with FakeOpenAI(_long_reply) as backend:
+        responder = OpenAIResponder(backend.base_url, "m", max_reply_chars=100)
+        with pytest.raises(BackendBadResponse):
+            responder.reply([{"role": "user", "content": "go"}])
