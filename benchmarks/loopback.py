@@ -106,7 +106,8 @@ def login_and_memory(work: Path, history: HistoryRun, reps: int, kdf_reps: int,
         f"Paged all {paged:,} messages, newest first, 200 per page, one client: "
         f"{paging_s:.1f} s ({paged / paging_s:,.0f} messages/s decrypted and served).",
         f"Each login at the default cost allocates scrypt's {kdf_mib()} MiB for its "
-        "duration; concurrent logins add up (at most one per server thread, 8 by default).",
+        "duration; concurrent ones add up to at most KDF_CONCURRENCY (default 2) runs at "
+        "once, the other logins waiting their turn.",
         f"securechat stopped cleanly on SIGTERM: {_yes(server.stopped_cleanly)}.",
     ]
     return login, memory, {"rss_paging_mb": rss["paging"]["VmHWM"] * _MB,
