@@ -6,13 +6,14 @@ import json
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
 
 from securechat import ChatClient, sse
 from securechat.fakes import FakeOpenAI
+from securechat.responders import BackendTimeout, BackendUnavailable, Turn
 
 
 def new_api_key() -> str:
@@ -58,3 +59,23 @@ def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+class Flaky:
+    """A responder that fails (``mode`` "down" or "midway") until it is mended."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def reply(self, history: list[Turn]) -> str:
+        if self.mode != "ok":
+            raise BackendUnavailable("The AI backend cannot be reached.")
+        return "Mended: " + history[-1]["content"]
+
+    def stream(self, history: list[Turn]) -> Iterator[str]:
+        if self.mode == "down":
+            raise BackendUnavailable("The AI backend cannot be reached.")
+        yield "Partial "
+        if self.mode == "midway":
+            raise BackendTimeout("The AI backend took too long.")
+        yield "answer"

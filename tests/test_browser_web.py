@@ -15,9 +15,9 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from securechat import BackgroundServer
 from securechat.app import CSP
-from securechat.responders import BackendTimeout, BackendUnavailable, Turn
 from tests import browser_helpers
 from tests.browser_helpers import chromium, screenshot
+from tests.fake_backend import Flaky
 
 STATIC = Path(__file__).resolve().parents[1] / "securechat" / "static"
 PASSWORD = "correct horse battery"
@@ -209,24 +209,6 @@ def test_conversations_new_switch_delete(server: BackgroundServer, page: Page) -
     expect(page.locator("li.message .body").first).to_have_text("second conversation")
 
 
-class Flaky:
-    """A responder that fails (``mode`` "down" or "midway") until it is mended."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-
-    def reply(self, history: list[Turn]) -> str:
-        if self.mode != "ok":
-            raise BackendUnavailable("The AI backend cannot be reached.")
-        return "Mended: " + history[-1]["content"]
-
-    def stream(self, history: list[Turn]) -> Iterator[str]:
-        if self.mode == "down":
-            raise BackendUnavailable("The AI backend cannot be reached.")
-        yield "Partial "
-        if self.mode == "midway":
-            raise BackendTimeout("The AI backend took too long.")
-        yield "answer"
 
 
 def test_errors_are_readable_and_recoverable(server: BackgroundServer, app: Flask,

@@ -16,9 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from securechat import ApiError, BackgroundServer, ChatBox, ChatClient, create_app
-from securechat.responders import BackendTimeout, BackendUnavailable, Turn
 from securechat.widgets import message_html, render_markdown
 from tests.conftest import FAST, PASSWORD
+from tests.fake_backend import Flaky
 
 XSS = [
     '<img src=x onerror="window.pwned=1">',
@@ -174,24 +174,6 @@ def logged_in_box(make_user: Callable[..., ChatClient], stream: bool = True) -> 
     return ChatBox(make_user(), stream=stream)
 
 
-class Flaky:
-    """A responder that fails (``mode`` "down" or "midway") until it is mended."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-
-    def reply(self, history: list[Turn]) -> str:
-        if self.mode != "ok":
-            raise BackendUnavailable("The AI backend cannot be reached.")
-        return "Mended: " + history[-1]["content"]
-
-    def stream(self, history: list[Turn]) -> Iterator[str]:
-        if self.mode == "down":
-            raise BackendUnavailable("The AI backend cannot be reached.")
-        yield "Partial "
-        if self.mode == "midway":
-            raise BackendTimeout("The AI backend took too long.")
-        yield "answer"
 
 
 def shows_login(box: ChatBox) -> bool:
