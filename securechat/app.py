@@ -40,13 +40,17 @@ class _NeverDebug(Flask):
 
 
 def create_app(config: Mapping[str, Any] | None = None,
-               instance_path: str | os.PathLike[str] | None = None) -> Flask:
+               instance_path: str | os.PathLike[str] | None = None, *,
+               environ: Mapping[str, str] | None = None,
+               dotenv_path: str | os.PathLike[str] | None = ".env") -> Flask:
     """Build a securechat app: defaults → instance folder → environment/.env → ``config``.
 
-    Raises :class:`securechat.ConfigError` for an unsafe configuration.
+    ``environ`` replaces ``os.environ`` and ``dotenv_path=None`` skips the ``.env`` file:
+    a tutorial passes ``environ={}, dotenv_path=None`` so the reader's own settings
+    cannot change what it shows. Raises :class:`securechat.ConfigError` when unsafe.
     """
     overrides = dict(config or {})
-    env = settings.read_environment()
+    env = settings.read_environment(environ, dotenv_path)
     if instance_path is None:
         instance_path = overrides.get("INSTANCE")
     chosen = settings.resolve_instance_path(instance_path, env)

@@ -187,3 +187,20 @@ def test_concurrent_first_starts_agree_on_one_secret(tmp_path: Path) -> None:
     assert len(secrets_seen) == 1 and len(secrets_seen.pop()) >= 32
     assert [p.name for p in folder.iterdir()] == ["secret_key"]  # no scratch file left
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_create_app_can_ignore_the_callers_environment(
+    instance: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Notebooks pass environ={} and dotenv_path=None: the reader's settings change nothing."""
+    monkeypatch.setenv("SECURECHAT_RESPONDER", "openai")
+    monkeypatch.setenv("SECURECHAT_SECRET_KEY", GOOD_SECRET)
+    Path(".env").write_text("SECURECHAT_SESSION_IDLE_TIMEOUT=42\n")
+    app = create_app(FAST, instance_path=instance, environ={}, dotenv_path=None)
+    assert app.config["RESPONDER"] == "echo"
+    assert app.config["SESSION_IDLE_TIMEOUT"] == 1800
+    assert app.config["SECRET_KEY"] != GOOD_SECRET and (instance / "secret_key").exists()
+    explicit = create_app(
+        FAST, instance_path=instance, environ={"SECURECHAT_HISTORY_WINDOW": "3"}, dotenv_path=None
+    )
+    assert explicit.config["HISTORY_WINDOW"] == 3
