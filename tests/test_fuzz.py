@@ -172,9 +172,11 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
 def session(fuzz_app: Flask) -> tuple[FlaskClient, str, str]:
     """A logged-in test client, its CSRF token and one of its conversations."""
     client = fuzz_app.test_client()
-    assert client.post("/api/register", json={"username": "fuzzer",
+    # Not one of the names the fuzzer samples: the anonymous run may register those first.
+    owner = "owner.of-the-session"
+    assert client.post("/api/register", json={"username": owner,
                                               "password": PASSWORD}).status_code == 201
-    login = client.post("/api/login", json={"username": "fuzzer", "password": PASSWORD})
+    login = client.post("/api/login", json={"username": owner, "password": PASSWORD})
     csrf = login.get_json()["csrf_token"]
     conv = client.post("/api/conversations", json={"title": "fuzz"},
                        headers={"X-CSRF-Token": csrf}).get_json()
