@@ -24,6 +24,12 @@ def csrf(client: ChatClient) -> dict[str, str]:
     return {"X-CSRF-Token": client.csrf_token or ""}
 
 
+def post_message(client: ChatClient, conv_id: str, body: Any) -> requests.Response:
+    """POST a message body as JSON with the client's session and CSRF token."""
+    return raw(client, "POST", f"/api/conversations/{conv_id}/messages", json=body,
+               headers=csrf(client))
+
+
 def assert_error(response: requests.Response, status: int, code: str | None = None) -> None:
     """The contract's error shape: JSON {"error": {"code", "message"}} and nothing else."""
     assert response.status_code == status, response.text
@@ -175,13 +181,7 @@ def test_list_conversations_newest_first(alice: ChatClient) -> None:
 def test_send_message_and_reply(alice: ChatClient) -> None:
     conv = alice.new_conversation()
     text = "Hello <b>world</b> & “quotes” 🙂"
-    response = raw(
-        alice,
-        "POST",
-        f"/api/conversations/{conv['id']}/messages",
-        json={"content": text},
-        headers=csrf(alice),
-    )
+    response = post_message(alice, conv["id"], {"content": text})
     assert response.status_code == 201
     body = response.json()
     assert set(body) == {"message", "reply"}
@@ -200,14 +200,7 @@ def test_send_message_and_reply(alice: ChatClient) -> None:
 )
 def test_send_invalid_content(alice: ChatClient, content: object, code: str) -> None:
     conv = alice.new_conversation()
-    response = raw(
-        alice,
-        "POST",
-        f"/api/conversations/{conv['id']}/messages",
-        json={"content": content},
-        headers=csrf(alice),
-    )
-    assert_error(response, 400, code)
+    assert_error(post_message(alice, conv["id"], {"content": content}), 400, code)
     assert alice.history(conv["id"]) == []  # nothing stored
 
 
@@ -218,14 +211,7 @@ def test_send_longest_message_accepted(alice: ChatClient) -> None:
 
 
 def test_send_to_unknown_conversation(alice: ChatClient) -> None:
-    response = raw(
-        alice,
-        "POST",
-        "/api/conversations/nope/messages",
-        json={"content": "hi"},
-        headers=csrf(alice),
-    )
-    assert_error(response, 404, "not_found")
+    assert_error(post_message(alice, "nope", {"content": "hi"}), 404, "not_found")
 
 
 def test_history_pages(alice: ChatClient) -> None:
@@ -386,13 +372,7 @@ def test_oversized_body_is_413(client: ChatClient, size: int) -> None:
 
 def test_oversized_message_body_is_413_for_a_session(alice: ChatClient) -> None:
     conv = alice.new_conversation()
-    response = raw(
-        alice,
-        "POST",
-        f"/api/conversations/{conv['id']}/messages",
-        json={"content": "z" * (1024 * 1024 + 10)},
-        headers=csrf(alice),
-    )
+    response = post_message(alice, conv["id"], {"content": "z" * (1024 * 1024 + 10)})
     assert_error(response, 413, "too_large")
     assert alice.history(conv["id"]) == []
 

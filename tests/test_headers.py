@@ -193,13 +193,20 @@ def test_login_cookie_lifetime_is_the_absolute_timeout(http: FlaskClient) -> Non
     assert "max-age=28800" in parts
 
 
-def test_https_logout_clears_the_host_prefixed_cookie(settings: dict[str, Any],
-                                                      instance: Path) -> None:
+def _https_login(settings: dict[str, Any], instance: Path) -> tuple[Flask, FlaskClient,
+                                                                    TestResponse]:
+    """An app configured for HTTPS, its test client, and alice's login over https."""
     app = create_app({**settings, "HTTPS": True}, instance_path=instance)
     http = app.test_client()
     http.post("/api/register", json={"username": "alice", "password": PASSWORD})
     login = http.post("/api/login", json={"username": "alice", "password": PASSWORD},
                       base_url="https://localhost")
+    return app, http, login
+
+
+def test_https_logout_clears_the_host_prefixed_cookie(settings: dict[str, Any],
+                                                      instance: Path) -> None:
+    app, http, login = _https_login(settings, instance)
     response = http.post("/api/logout", headers={"X-CSRF-Token": login.get_json()["csrf_token"]},
                          base_url="https://localhost")
     name, parts = _cookie_parts(response.headers["Set-Cookie"])
@@ -212,11 +219,7 @@ def test_https_ignores_a_cookie_without_the_host_prefix(settings: dict[str, Any]
                                                         instance: Path) -> None:
     # A sibling subdomain or plain-http page can set "securechat_session" but never a
     # __Host- cookie; under HTTPS only the latter is read, so a planted cookie is ignored.
-    app = create_app({**settings, "HTTPS": True}, instance_path=instance)
-    http = app.test_client()
-    http.post("/api/register", json={"username": "alice", "password": PASSWORD})
-    login = http.post("/api/login", json={"username": "alice", "password": PASSWORD},
-                      base_url="https://localhost")
+    app, http, login = _https_login(settings, instance)
     value = login.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)[1]
     assert attacks.session_cookie_name(app) == "__Host-securechat"
     planted = app.test_client()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,14 @@ from flask import Flask
 from hypothesis import given
 from hypothesis import strategies as st
 
-from securechat import ApiError, ChatClient, ConfigError, SecureChatError, create_app
+from securechat import (
+    ApiError,
+    BackgroundServer,
+    ChatClient,
+    ConfigError,
+    SecureChatError,
+    create_app,
+)
 from securechat.fakes import FakeOpenAI, chunks_of
 from securechat.responders import (
     BackendBadResponse,
@@ -322,15 +331,19 @@ def test_each_failure_is_logged_once_for_the_operator(
 # --- what the backend is shown --------------------------------------------------------------
 
 
-def test_history_window_bounds_messages(settings: dict[str, Any], tmp_path: Path,
-                                        fake: FakeOpenAI) -> None:
-    from securechat import BackgroundServer
-
-    app = create_app({**settings, "HISTORY_WINDOW": 3}, instance_path=tmp_path / "w")
+@contextlib.contextmanager
+def chatting(settings: dict[str, Any], folder: Path) -> Iterator[tuple[Flask, ChatClient, str]]:
+    """An app on ``settings`` served over HTTP, a logged-in client and a new conversation."""
+    app = create_app(settings, instance_path=folder)
     with BackgroundServer(app) as srv, ChatClient(srv.url) as client:
         client.register("dave", "correct horse battery")
         client.login("dave", "correct horse battery")
-        conv_id = client.new_conversation()["id"]
+        yield app, client, client.new_conversation()["id"]
+
+
+def test_history_window_bounds_messages(settings: dict[str, Any], tmp_path: Path,
+                                        fake: FakeOpenAI) -> None:
+    with chatting({**settings, "HISTORY_WINDOW": 3}, tmp_path / "w") as (app, client, conv_id):
         for i in range(4):
             client.send(conv_id, f"message {i}")
         sent = fake.requests[-1]["body"]["messages"]
@@ -347,13 +360,7 @@ def test_history_window_bounds_messages(settings: dict[str, Any], tmp_path: Path
 
 def test_history_window_bounds_characters(settings: dict[str, Any], tmp_path: Path,
                                           fake: FakeOpenAI) -> None:
-    from securechat import BackgroundServer
-
-    app = create_app({**settings, "HISTORY_MAX_CHARS": 400}, instance_path=tmp_path / "c")
-    with BackgroundServer(app) as srv, ChatClient(srv.url) as client:
-        client.register("erin", "correct horse battery")
-        client.login("erin", "correct horse battery")
-        conv_id = client.new_conversation()["id"]
+    with chatting({**settings, "HISTORY_MAX_CHARS": 400}, tmp_path / "c") as (_, client, conv_id):
         for i in range(5):
             client.send(conv_id, f"{i}" * 150)
         sent = fake.requests[-1]["body"]["messages"][1:]
