@@ -6,6 +6,7 @@ import logging
 from typing import Any, NoReturn
 
 from flask import Flask, Response, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from .errors import DecryptionError
@@ -38,17 +39,44 @@ _MESSAGES = {
 
 
 class ApiException(HTTPException):
-    """An HTTP error carrying the contract's ``code`` slug and a human message."""
+    """An HTTP error carrying the contract's ``code`` slug, a human message, extra headers."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(description=message)
         self.code = status
         self.slug = code
+        self.extra_headers = dict(headers or {})
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        """The response headers, ``Retry-After`` and the like included."""
+        return [*super().get_headers(*args, **kwargs), *self.extra_headers.items()]
 
 
-def fail(status: int, code: str, message: str) -> NoReturn:
-    """Abort the request with the contract's JSON error."""
-    raise ApiException(status, code, message)
+def fail(status: int, code: str, message: str,
+         headers: dict[str, str] | None = None) -> NoReturn:
+    """Abort the request with the contract's JSON error (and any extra headers)."""
+    raise ApiException(status, code, message, headers)
+
+
+def busy(message: str, retry_after: int) -> NoReturn:
+    """Answer 503 with ``Retry-After``: the server is at capacity, try again shortly."""
+    fail(503, "unavailable", message, {"Retry-After": str(max(1, int(retry_after)))})
+
+
+class SafeJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, except that nesting too deep to parse is invalid JSON, not a crash.
+
+    ``json.loads`` raises ``RecursionError`` on a few thousand nested brackets; every
+    ``request.get_json`` of the app goes through here, so each body route answers 400.
+    """
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """Parse JSON; too deep a nesting raises ``ValueError`` like any malformed text."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def error_response(status: int, code: str, message: str) -> Response:

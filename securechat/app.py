@@ -61,6 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None,
     settings.ensure_instance_folder(instance)
     app.config.update(settings.build_config(instance, env, overrides))
     app.debug = False
+    app.json = api.SafeJSONProvider(app)
     app.extensions["securechat.responder"] = make_responder(app.config)
     app.extensions["securechat.kdf_slots"] = threading.BoundedSemaphore(
         int(app.config["KDF_CONCURRENCY"]))

@@ -179,6 +179,8 @@ def _ask(conv_id: str, history: list[Turn]) -> dict[str, Any]:
     try:
         text = responder().reply(history)
     except BackendError as e:
+        # A reply cut by a bound is kept, marked incomplete, as a stream's would be.
+        _keep_partial(conv_id, [e.partial])
         fail(e.status, e.code, e.message)
     return _append(conv_id, "assistant", text)
 

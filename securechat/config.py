@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
     "OPENAI_MODEL": "llama3.2",
     "OPENAI_API_KEY": None,
+    "OPENAI_PROXY": None,  # an explicit proxy; HTTP(S)_PROXY in the environment is ignored
     "OPENAI_CONNECT_TIMEOUT": 5,  # seconds to establish the connection
     "OPENAI_READ_TIMEOUT": 60,  # seconds of silence before the backend counts as stalled
     "OPENAI_MAX_ATTEMPTS": 3,  # tries when the connection cannot be made (never after sending)
@@ -87,7 +88,7 @@ _POSITIVE_NUMBERS = ("SESSION_IDLE_TIMEOUT", "SESSION_ABSOLUTE_TIMEOUT", "MAX_CO
                      "OPENAI_MAX_REPLY_SECONDS", "OPENAI_MAX_REPLY_CHARS")
 # Read as text even when they look like numbers (a numeric secret must stay a string).
 _TEXT_KEYS = ("SECRET_KEY", "OPENAI_API_KEY", "OPENAI_MODEL", "DATABASE", "INSTANCE",
-              "SYSTEM_PROMPT")
+              "SYSTEM_PROMPT", "OPENAI_PROXY")
 
 
 def read_environment(environ: Mapping[str, str] | None = None,

@@ -37,6 +37,13 @@ MODES = {
     "drop": "close the connection without answering",
     "cut": "send the first half of the reply, then close the connection",
     "no_stream": "answer one JSON completion even when a stream was asked for",
+    "keepalive": "open a stream, then send only SSE comments until released or "
+                 "`stall_seconds` pass",
+    "empty_deltas": "open a stream, then send deltas without text until released or "
+                    "`stall_seconds` pass",
+    "surrogate": "put a lone surrogate (\\ud800, valid JSON, invalid text) mid-reply",
+    "nested": "answer 200 with JSON nested too deeply to parse",
+    "redirect": "answer 307 pointing at /v1/redirected (which records any request)",
 }
 
 
@@ -67,6 +74,7 @@ class FakeOpenAI:
         self.api_key = api_key
         self.stall_seconds = stall_seconds
         self.requests: list[dict[str, Any]] = []
+        self.redirected: list[dict[str, Any]] = []  # requests that followed a redirect
         self.cancelled = 0
         self._lock = threading.Lock()
         self._port = port
@@ -157,11 +165,21 @@ class FakeOpenAI:
             if mode == "drop":
                 _drop(request.environ["werkzeug.socket"])
                 return Response(b"")
+            if mode == "nested":
+                return Response(b"[" * 100_000 + b"]" * 100_000, mimetype="application/json")
+            if mode == "redirect":
+                return Response(b"", status=307, headers={"Location": "/v1/redirected"})
+            if mode in ("keepalive", "empty_deltas"):
+                return Response(self._idle_stream(str(body.get("model", "fake")), mode),
+                                mimetype="text/event-stream")
             if mode == "garbage":
                 if body.get("stream"):
                     return Response(b"data: {not json\n\n", mimetype="text/event-stream")
                 return Response(b"<html>502 Bad Gateway</html>", mimetype="text/html")
             text = self.reply(body["messages"])
+            if mode == "surrogate":
+                half = len(text) // 2
+                text = text[:half] + "\ud800" + text[half:]
             model = str(body.get("model", "fake"))
             if body.get("stream") and mode != "no_stream":
                 # The generator runs after the view returned: hand it the socket now.
@@ -171,6 +189,12 @@ class FakeOpenAI:
                 return Response(self._cut_json(text, model, request.environ["werkzeug.socket"]),
                                 mimetype="application/json")
             return jsonify(_completion(text, model))
+
+        @app.route("/v1/redirected", methods=["GET", "POST"])
+        def redirected() -> Any:
+            self.redirected.append({"authorization": request.headers.get("Authorization"),
+                                    "body": request.get_json(silent=True)})
+            return jsonify(_completion("followed a redirect", "fake"))
 
         return app
 
@@ -209,6 +233,13 @@ class FakeOpenAI:
                     self.cancelled += 1
 
 
+    def _idle_stream(self, model: str, mode: str) -> Iterator[bytes]:
+        """A stream that never says anything: comments, or deltas with no text."""
+        yield _event(_chunk(model, {"role": "assistant", "content": ""}))
+        deadline = time.monotonic() + self.stall_seconds
+        while not self._released.wait(0.05) and time.monotonic() < deadline:
+            yield b": keep-alive\n\n" if mode == "keepalive" else _event(_chunk(model, {}))
+
     @staticmethod
     def _cut_json(text: str, model: str, sock: socket.socket) -> Iterator[bytes]:
         body = json.dumps(_completion(text, model)).encode("utf-8")
@@ -244,4 +275,5 @@ def _chunk(model: str, delta: dict[str, str], finish: str | None = None) -> dict
 
 
 def _event(data: dict[str, Any]) -> bytes:
+    # ensure_ascii: a lone surrogate travels as the JSON escape "\ud800", as it would.
     return b"data: " + json.dumps(data).encode("utf-8") + b"\n\n"
