@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -170,16 +171,26 @@ def message_html(role: str, content: str, incomplete: bool = False) -> str:
             f'<div style="font-size:0.8em;opacity:0.7">{label}</div>{body}</div>')
 
 
+def wait_time(seconds: float) -> str:
+    """How long to wait, for people: "1 second", "42 seconds", "3 minutes"."""
+    whole = max(1, math.ceil(seconds))
+    if whole < 120:
+        return "1 second" if whole == 1 else f"{whole} seconds"
+    return f"{math.ceil(whole / 60)} minutes"
+
+
 def describe_error(error: SecureChatError) -> str:
     """A readable sentence for an error, with what the person can do about it."""
     if not isinstance(error, ApiError):
         return str(error)
+    wait = error.retry_after
+    again = "Try again." if wait is None else f"Try again in {wait_time(wait)}."
     if error.status == 0:
         return f"{error.message} Check the server, then try again."
     if error.status == 429:
-        return f"{error.message} Wait a moment, then try again."
+        return f"{error.message} {'Wait a moment, then try again.' if wait is None else again}"
     if error.status >= 500:
-        return f"The server could not answer: {error.message} (HTTP {error.status}). Try again."
+        return f"The server could not answer: {error.message} (HTTP {error.status}). {again}"
     return error.message
 
 
