@@ -16,25 +16,24 @@ from securechat.markdown import TAGS
 
 CASES = json.loads((Path(__file__).with_name("markdown_cases.json")).read_text("utf-8"))
 
-# A function for page.evaluate: the tree of a DOM node's children (adjacent text joined).
-DOM_TREE_JS = """
-(root) => {
-  const tree = (node) => {
-    const out = [];
-    for (const child of node.childNodes) {
-      if (child.nodeType === Node.TEXT_NODE) {
-        if (!child.data) continue;
-        if (typeof out[out.length - 1] === "string") out[out.length - 1] += child.data;
-        else out.push(child.data);
-      } else {
-        out.push([child.localName, ...tree(child)]);
-      }
+# JavaScript: the tree of a DOM node's children (adjacent text joined), as domTree(node).
+DOM_TREE_FUNCTION = """
+function domTree(node) {
+  const out = [];
+  for (const child of node.childNodes) {
+    if (child.nodeType === Node.TEXT_NODE) {
+      if (!child.data) continue;
+      if (typeof out[out.length - 1] === "string") out[out.length - 1] += child.data;
+      else out.push(child.data);
+    } else {
+      out.push([child.localName, ...domTree(child)]);
     }
-    return out;
-  };
-  return tree(root);
+  }
+  return out;
 }
 """
+# For locator.evaluate: the tree of that element's children.
+DOM_TREE_JS = f"(root) => {{ {DOM_TREE_FUNCTION} return domTree(root); }}"
 
 
 class _TreeBuilder(HTMLParser):

@@ -1,7 +1,8 @@
-// The securechat page. Text from people and from the AI is only ever inserted with
-// textContent (never parsed as markup), and this file is loaded from the same origin, so
-// the app's CSP (script-src 'self', no inline script) stays strict.
-"use strict";
+// The securechat page. Text from people and from the AI is never parsed as markup: a
+// person's message is inserted with textContent, a reply is built as DOM nodes by
+// markdown.js (a safe Markdown subset), and both files are loaded from the same origin as
+// modules, so the app's CSP (script-src 'self', no inline script) stays strict.
+import { renderMarkdown } from "./markdown.js";
 
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -214,10 +215,30 @@
     who.textContent = (message.role === "user" ? "You" : "Assistant") +
       (message.incomplete ? " · cut short" : "");
     const body = document.createElement("div");
-    body.className = "body";
-    body.textContent = message.content;
+    if (message.role === "user") {
+      body.className = "body text";
+      body.textContent = message.content;
+    } else {
+      body.className = "body markdown";
+      body.append(withCopyButtons(renderMarkdown(message.content)));
+    }
     item.append(who, body);
     return item;
+  }
+
+  // Each code block gets a Copy button (the click is handled once, on the list: onCopy).
+  function withCopyButtons(fragment) {
+    for (const pre of fragment.querySelectorAll("pre")) {
+      const block = document.createElement("div");
+      block.className = "code-block";
+      const copy = document.createElement("button");
+      copy.type = "button";
+      copy.className = "copy";
+      copy.textContent = "Copy";
+      pre.replaceWith(block);
+      block.append(copy, pre);
+    }
+    return fragment;
   }
 
   function appendMessage(message) {
@@ -298,6 +319,18 @@
       const pending = appendMessage({ role: "user", content: text });
       input.value = "";
       let reply = null;
+      // A redraw per animation frame at most, however many deltas arrive in between.
+      let latest = null;
+      let frame = 0;
+      const draw = () => {
+        frame = 0;
+        reply = reply ? replaceMessage(reply, latest) : appendMessage(latest);
+      };
+      const settle = (message) => {
+        cancelAnimationFrame(frame);
+        frame = 0;
+        reply = reply ? replaceMessage(reply, message) : appendMessage(message);
+      };
       try {
         if (state.current === null) {
           const title = text.trim().split("\n")[0].slice(0, 60);
@@ -308,19 +341,18 @@
         }
         const path = conversationPath(state.current) + "/messages";
         const stored = await streamed(path, { content: text }, (soFar) => {
-          const partial = { role: "assistant", content: soFar };
+          latest = { role: "assistant", content: soFar };
           $("thinking").hidden = true;
-          reply = reply ? replaceMessage(reply, partial) : appendMessage(partial);
+          if (!frame) frame = requestAnimationFrame(draw);
         });
-        reply = reply ? replaceMessage(reply, stored) : appendMessage(stored);
+        settle(stored);
       } catch (error) {
+        cancelAnimationFrame(frame);
+        frame = 0;
         if (error.delivered || (error instanceof ApiError && error.status >= 500)) {
           // The server stored the message before its backend failed: keep it, show what
           // arrived (stored marked incomplete too), and offer to ask again.
-          if (error.partial) {
-            const cut = { role: "assistant", content: error.partial, incomplete: true };
-            reply = reply ? replaceMessage(reply, cut) : appendMessage(cut);
-          }
+          if (error.partial) settle({ role: "assistant", content: error.partial, incomplete: true });
           state.offerRetry = true;
         } else {
           // Not stored: take it off the screen and put the text back, ready to send again.
@@ -355,6 +387,26 @@
         event.metaKey || event.isComposing) return;
     event.preventDefault();
     $("composer").requestSubmit();
+  }
+
+
+  const copyTimers = new WeakMap(); // button -> the timer that puts its label back
+
+  async function onCopy(event) {
+    const button = event.target.closest("button.copy");
+    const pre = button && button.parentElement.querySelector("pre");
+    if (!pre) return;
+    let label = "Copied";
+    try {
+      await navigator.clipboard.writeText(pre.textContent);
+    } catch (_) {
+      // No clipboard access (e.g. plain http on another host): select the code instead.
+      window.getSelection().selectAllChildren(pre);
+      label = "Selected: press Ctrl+C";
+    }
+    button.textContent = label;
+    clearTimeout(copyTimers.get(button));
+    copyTimers.set(button, setTimeout(() => { button.textContent = "Copy"; }, 2000));
   }
 
   async function onPick(event) {
@@ -402,6 +454,7 @@
     $("delete-conversation").addEventListener("click", onDelete);
     $("logout").addEventListener("click", onLogout);
     $("retry").addEventListener("click", onRetry);
+    $("messages").addEventListener("click", onCopy);
     // A reload keeps the session (HttpOnly cookie); ask the server who we are and for the
     // CSRF token, which the page cannot read from the cookie.
     try {
