@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import random
+import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -14,11 +17,14 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from securechat import BackgroundServer
+from securechat import BackgroundServer, create_app
 from securechat.app import CSP
+from securechat.auth import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
 from securechat.markdown import TAGS, render_markdown
+from securechat.responders import Turn
 from tests import browser_helpers
 from tests.browser_helpers import chromium, screenshot
+from tests.conftest import FAST
 from tests.fake_backend import Flaky
 from tests.markdown_helpers import CASES, DOM_TREE_FUNCTION, DOM_TREE_JS, html_tree
 
@@ -69,6 +75,56 @@ def test_script_never_builds_html_from_strings(name: str) -> None:
         # Elements are made from the tree's tag names, and only from the fixed set.
         assert source.count("createElement(") == 1
         assert "TAGS.includes(node.tag)" in source
+
+
+def _input_attributes(input_id: str) -> dict[str, str | None]:
+    parser = _Tags()
+    parser.feed((STATIC / "index.html").read_text("utf-8"))
+    (attrs,) = [a for tag, a in parser.tags if tag == "input" and a.get("id") == input_id]
+    return attrs
+
+
+def _text_of_id(element_id: str) -> str:
+    html = (STATIC / "index.html").read_text("utf-8")
+    match = re.search(rf'id="{element_id}"[^>]*>(.*?)</', html, re.S)
+    assert match, element_id
+    return " ".join(unescape(match.group(1)).split())
+
+
+NAMES = ["ab", "abc", "a" * 32, "a" * 33, "bad name", "ok_name.1-2", "x-y", "\u00e9mile",
+         "semi;colon", "-.-", "tab\tname", "a" * 3 + "!"]
+
+
+def test_form_constraints_match_the_server_rules() -> None:
+    username, password = _input_attributes("username"), _input_attributes("password")
+    assert username["minlength"] == "3" and password["minlength"] == str(MIN_PASSWORD)
+    # The pattern accepts exactly the names the server accepts.
+    pattern = re.compile(str(username["pattern"]))
+    for name in NAMES:
+        assert bool(pattern.fullmatch(name)) == bool(USERNAME_RE.fullmatch(name)), name
+    # maxlength would silently cut a longer pasted value (and counts UTF-16 units, so it
+    # would refuse some passwords the server takes): the server's answer says it instead.
+    assert "maxlength" not in username and "maxlength" not in password
+    # The rules are on the form, tied to their inputs.
+    assert username["aria-describedby"] == "username-rules"
+    assert password["aria-describedby"] == "password-rules"
+    assert "3–32" in _text_of_id("username-rules")
+    assert "A–Z a–z" in _text_of_id("username-rules")
+    assert "_ . -" in _text_of_id("username-rules")
+    assert f"{MIN_PASSWORD}–{MAX_PASSWORD} characters" in _text_of_id("password-rules")
+
+
+def test_page_and_assets_are_served_with_the_csp(app: Flask) -> None:
+    web = app.test_client()
+    for path, kind in [("/", "text/html"), ("/assets/app.js", "text/javascript"),
+                       ("/assets/markdown.js", "text/javascript"),
+                       ("/assets/app.css", "text/css"), ("/favicon.ico", "image/svg+xml")]:
+        response = web.get(path)
+        response.close()  # a file response keeps its file open until closed
+        assert response.status_code == 200, path
+        assert response.mimetype == kind
+        assert response.headers["Content-Security-Policy"] == CSP
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
 # --- in the browser ------------------------------------------------------------------
@@ -495,3 +551,128 @@ def test_long_unclosed_emphasis_reply_renders(server: BackgroundServer, page: Pa
     send(page, text)
     body = page.locator("li.message.assistant .body").last
     assert body.evaluate(DOM_TREE_JS) == [["p", "Echo: " + text]]  # all of it, as text
+
+
+def test_focus_is_in_the_message_box(server: BackgroundServer, page: Page) -> None:
+    def focused() -> str:
+        return str(page.evaluate("() => document.activeElement && document.activeElement.id"))
+
+    register(page, server.url, "focuser")
+    expect(page.locator("#input")).to_be_focused()
+    send(page, "first")
+    page.click("#new-conversation")
+    send(page, "second")
+    page.locator("button.conversation").nth(1).click()
+    expect(page.locator("#thread-title")).to_have_text("first")
+    expect(page.locator("#input")).to_be_focused()
+    page.locator("button.conversation").nth(0).click()
+    expect(page.locator("#thread-title")).to_have_text("second")
+    expect(page.locator("#input")).to_be_focused()
+
+    page.click("#logout")
+    expect(page.locator("#auth")).to_be_visible()
+    assert focused() == "username"
+    page.fill("#username", "focuser")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    expect(page.locator("#chat")).to_be_visible()
+    expect(page.locator("#input")).to_be_focused()
+    page.reload()  # the session is still there: straight to the chat, cursor in the box
+    expect(page.locator("#chat")).to_be_visible()
+    expect(page.locator("#input")).to_be_focused()
+
+
+class Gate:
+    """A responder that answers only once ``open`` is set (a slow AI backend)."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+
+    def reply(self, history: Sequence[Turn]) -> str:
+        self.open.wait(60)
+        return "Slow: " + history[-1]["content"]
+
+    def stream(self, history: Sequence[Turn]) -> Iterator[str]:
+        self.open.wait(60)
+        yield "Slow: "
+        yield history[-1]["content"]
+
+
+def test_typing_while_a_reply_is_pending_is_kept(server: BackgroundServer, app: Flask,
+                                                 page: Page) -> None:
+    register(page, server.url, "patient")
+    gate = Gate()
+    app.extensions["securechat.responder"] = gate
+    try:
+        page.fill("#input", "first")
+        page.press("#input", "Enter")
+        expect(page.locator("#thinking")).to_be_visible()
+        expect(page.locator("#send")).to_be_disabled()
+        expect(page.locator("#input")).to_be_enabled()
+        expect(page.locator("#input")).to_be_focused()
+        page.keyboard.type("typed while waiting")
+        page.keyboard.press("Enter")  # does not send while the reply is pending...
+        page.keyboard.press("Shift+Enter")
+        page.keyboard.type("and more")
+        expect(page.locator("#input")).to_have_value("typed while waiting\nand more")
+        expect(page.locator("li.message.user")).to_have_count(1)
+    finally:
+        gate.open.set()
+    expect(page.locator("li.message.assistant .body")).to_have_text(["Slow: first"])
+    expect(page.locator("#send")).to_be_enabled()
+    # ... and what was typed meanwhile is still there when the reply lands.
+    expect(page.locator("#input")).to_have_value("typed while waiting\nand more")
+    expect(page.locator("#input")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("li.message.user .body")).to_have_text(
+        ["first", "typed while waiting\nand more"])
+    expect(page.locator("li.message.assistant .body").last).to_have_text(
+        "Slow: typed while waiting\nand more", use_inner_text=True)
+    expect(page.locator("#input")).to_have_value("")
+    assert violations(page) == [] and page_errors(page) == []
+
+
+def test_auth_form_shows_and_applies_the_rules(server: BackgroundServer, page: Page) -> None:
+    page.goto(server.url + "/")
+    username, password = page.locator("#username"), page.locator("#password")
+    expect(username).to_have_accessible_description(re.compile("3–32 characters"))
+    expect(password).to_have_accessible_description(f"{MIN_PASSWORD}–{MAX_PASSWORD} characters.")
+    expect(page.locator("#username-rules")).to_be_visible()
+    expect(page.locator("#password-rules")).to_be_visible()
+    # The browser's own check of the name agrees with the server's rule, name by name.
+    for name in NAMES:
+        username.fill(name)
+        valid = username.evaluate("(el) => el.validity.valid")
+        assert valid == bool(USERNAME_RE.fullmatch(name)), name
+    # A password longer than the server takes is not cut short: the server says why.
+    username.fill("longpass")
+    password.fill("x" * (MAX_PASSWORD + 1))
+    assert len(password.input_value()) == MAX_PASSWORD + 1
+    page.click("#register")
+    expect(page.locator("#notice")).to_have_text(
+        f"Passwords are at most {MAX_PASSWORD} characters.")
+    assert violations(page) == [] and page_errors(page) == []
+
+
+def test_rate_limit_says_how_long_to_wait(page: Page, tmp_path: Path) -> None:
+    app = create_app({**FAST, "RATELIMIT_ENABLED": True, "LOGIN_RATE_LIMIT": "2 per minute"},
+                     instance_path=tmp_path / "instance")
+    with BackgroundServer(app) as server:
+        page.goto(server.url + "/")
+        page.fill("#username", "nobody")
+        for _ in range(2):
+            page.fill("#password", "wrong password")  # the page empties it after each try
+            with page.expect_response(lambda r: r.url.endswith("/api/login")) as answer:
+                page.click("#login")
+            assert answer.value.status == 401
+            expect(page.locator("#notice")).to_have_text("Wrong username or password.")
+            expect(page.locator("#login")).to_be_enabled()
+        page.fill("#password", "wrong password")
+        with page.expect_response(lambda r: r.url.endswith("/api/login")) as answer:
+            page.click("#login")
+        assert answer.value.status == 429
+        waited = int(answer.value.headers["retry-after"])
+        assert 0 < waited <= 60
+        wait = "1 second" if waited == 1 else f"{waited} seconds"
+        expect(page.locator("#notice")).to_have_text(
+            f"Too many requests; slow down. Try again in {wait}.")

@@ -16,11 +16,20 @@ import { renderMarkdown } from "./markdown.js";
   };
 
   class ApiError extends Error {
-    constructor(status, code, message) {
+    constructor(status, code, message, retryAfter = null) {
       super(message);
       this.status = status;
       this.code = code;
+      this.retryAfter = retryAfter; // seconds the server asked us to wait, or null
     }
+  }
+
+  // Retry-After is a number of seconds or an HTTP date; null when absent or unreadable.
+  function retryAfter(response) {
+    const value = (response.headers.get("Retry-After") || "").trim();
+    if (/^\d+$/.test(value)) return Number(value);
+    const date = Date.parse(value);
+    return Number.isNaN(date) ? null : Math.max(0, (date - Date.now()) / 1000);
   }
 
   // --- talking to the JSON API ---------------------------------------------------
@@ -55,7 +64,9 @@ import { renderMarkdown } from "./markdown.js";
     if (!response.ok) {
       const error = (data && data.error) || {};
       throw new ApiError(response.status, String(error.code || "error"),
-        String(error.message || response.statusText || "The request failed."));
+        String(error.message || response.statusText || "The request failed."),
+        // Flask-Limiter sends Retry-After on every limited route; it means "wait" only here.
+        response.status === 429 || response.status === 503 ? retryAfter(response) : null);
     }
     if (data === null) throw new ApiError(response.status, "bad_response", "The server did not answer JSON.");
     return data;
@@ -142,12 +153,22 @@ import { renderMarkdown } from "./markdown.js";
 
   // --- showing things --------------------------------------------------------------
 
+  // "42 seconds", "1 second", "3 minutes": how long the server asked us to wait.
+  function waitTime(seconds) {
+    const whole = Math.max(1, Math.ceil(seconds));
+    if (whole < 120) return whole === 1 ? "1 second" : whole + " seconds";
+    return Math.ceil(whole / 60) + " minutes";
+  }
+
   function describe(error) {
     if (!(error instanceof ApiError)) return "Something went wrong on this page; reload it and try again.";
+    const again = error.retryAfter === null ? "Try again." : "Try again in " + waitTime(error.retryAfter) + ".";
     if (error.status === 0) return error.message;
-    if (error.status === 429) return error.message + " Wait a moment, then try again.";
+    if (error.status === 429) {
+      return error.message + (error.retryAfter === null ? " Wait a moment, then try again." : " " + again);
+    }
     if (error.status >= 500) {
-      return "The server could not answer: " + error.message + " (HTTP " + error.status + "). Try again.";
+      return "The server could not answer: " + error.message + " (HTTP " + error.status + "). " + again;
     }
     return error.message;
   }
@@ -161,7 +182,9 @@ import { renderMarkdown } from "./markdown.js";
 
   function setBusy(busy, thinking) {
     state.busy = busy;
-    for (const el of document.querySelectorAll("#chat button, #chat textarea, #auth button, #logout")) {
+    // The message box stays enabled: what the person types while a reply is on its way is
+    // kept (only sending waits, see onSend and onKeydown).
+    for (const el of document.querySelectorAll("#chat button, #auth button, #logout")) {
       el.disabled = busy;
     }
     if (!busy) $("delete-conversation").disabled = state.current === null;
@@ -314,7 +337,8 @@ import { renderMarkdown } from "./markdown.js";
     event.preventDefault();
     const input = $("input");
     const text = input.value;
-    if (!text.trim()) return;
+    // One message at a time; what is typed meanwhile stays in the box for later.
+    if (state.busy || !text.trim()) return;
     await run(async () => {
       const pending = appendMessage({ role: "user", content: text });
       input.value = "";
@@ -355,10 +379,11 @@ import { renderMarkdown } from "./markdown.js";
           if (error.partial) settle({ role: "assistant", content: error.partial, incomplete: true });
           state.offerRetry = true;
         } else {
-          // Not stored: take it off the screen and put the text back, ready to send again.
+          // Not stored: take it off the screen and put the text back, ready to send again,
+          // ahead of anything typed since.
           pending.remove();
           if (reply) reply.remove();
-          input.value = text;
+          input.value = input.value ? text + "\n" + input.value : text;
         }
         throw error;
       }
@@ -382,13 +407,13 @@ import { renderMarkdown } from "./markdown.js";
   }
 
   function onKeydown(event) {
-    // Enter sends; Shift+Enter keeps the textarea's own new line.
+    // Enter sends (not while a reply is on its way); Shift+Enter keeps the textarea's own
+    // new line.
     if (event.key !== "Enter" || event.shiftKey || event.altKey || event.ctrlKey ||
         event.metaKey || event.isComposing) return;
     event.preventDefault();
-    $("composer").requestSubmit();
+    if (!state.busy) $("composer").requestSubmit();
   }
-
 
   const copyTimers = new WeakMap(); // button -> the timer that puts its label back
 
@@ -418,6 +443,7 @@ import { renderMarkdown } from "./markdown.js";
       renderConversations();
       showMessages(messages);
     });
+    if (state.username) $("input").focus();
   }
 
   function onNew() {
