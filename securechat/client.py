@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json as jsonlib
 from collections.abc import Iterator
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -247,9 +249,26 @@ def _decoded(response: requests.Response) -> Any:
                        "The server did not answer JSON.") from e
     if not response.ok:
         error = data.get("error", {}) if isinstance(data, dict) else {}
+        # Flask-Limiter sends Retry-After on every limited route; it means "wait" only here.
+        wait = (retry_after(response.headers.get("Retry-After"))
+                if response.status_code in (429, 503) else None)
         raise ApiError(response.status_code, str(error.get("code", "error")),
-                       str(error.get("message", response.reason)))
+                       str(error.get("message", response.reason)), retry_after=wait)
     return data
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (seconds or an HTTP date); None if unusable."""
+    value = (value or "").strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT; a date without a zone is read as such
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 def _quote(segment: str) -> str:

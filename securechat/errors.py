@@ -22,10 +22,16 @@ class DecryptionError(SecureChatError):
 
 
 class ApiError(SecureChatError):
-    """An error answered by the server (or raised while reaching it), with its JSON code."""
+    """An error answered by the server (or raised while reaching it), with its JSON code.
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    ``retry_after`` is how many seconds the server asked the client to wait (its
+    ``Retry-After`` header, e.g. on a 429), or None when it did not say.
+    """
+
+    def __init__(self, status: int, code: str, message: str,
+                 retry_after: float | None = None) -> None:
         super().__init__(f"{message} ({code}, HTTP {status})" if status else f"{message} ({code})")
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after

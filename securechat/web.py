@@ -1,6 +1,7 @@
 """The browser chat page: one static HTML page with external JS and CSS, under the app's CSP.
 
-The page talks to the JSON API only; it inserts every message with ``textContent``
+The page talks to the JSON API only; it inserts a person's message with ``textContent``,
+builds a reply's safe Markdown as DOM nodes (``static/markdown.js``, never parsed as HTML)
 and sends the ``X-CSRF-Token`` header, so the strict CSP (no inline script) holds.
 """
 

@@ -2,16 +2,17 @@
 
 Every message is escaped with :func:`html.escape` before it reaches an ``HTML``
 widget (whose value the browser sets as ``innerHTML``); assistant replies may use
-a small Markdown subset that :func:`render_markdown` builds *after* escaping, so no
-HTML from a message can survive. Callbacks show errors inline and re-enable the UI
+a small Markdown subset that :func:`render_markdown` (from :mod:`securechat.markdown`)
+parses into a tree of attribute-free tags over escaped text, so no HTML from a message
+can survive. Callbacks show errors inline and re-enable the UI
 in ``finally``; nothing here starts a thread.
 """
 
 from __future__ import annotations
 
 import html
-import itertools
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ import traitlets
 
 from .client import ChatClient, ReplyStream
 from .errors import ApiError, SecureChatError
+from .markdown import render_markdown
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,20 +146,6 @@ class ChatInput(anywidget.AnyWidget):  # type: ignore[misc]
 
 # --- rendering ------------------------------------------------------------------
 
-_FENCE = re.compile(r"^```[^\n`]*\n(.*?)(?:\n```[ \t]*$|\Z)", re.S | re.M)
-_BLANK_LINES = re.compile(r"\n[ \t]*\n")
-_BULLET = re.compile(r"^\s*[-*+]\s+(.*)$")
-_NUMBERED = re.compile(r"^\s*\d{1,9}[.)]\s+(.*)$")
-_HEADING = re.compile(r"^#{1,6}\s+(.*)$")
-_QUOTE = re.compile(r"^&gt;\s?(.*)$")
-_CODE_SPAN = re.compile(r"`([^`\n]+)`")
-# Emphasis never spans a line, and its text cannot hold its own delimiter ("**" inside
-# bold, "*" inside italics): a failed attempt then stops at the next delimiter instead of
-# scanning to the end of the line, which kept ``"*a " * 10000`` quadratic (seconds per
-# redraw of a streaming reply).
-_BOLD = re.compile(r"\*\*(?=\S)((?:[^*\n]|\*(?!\*))+?)(?<=\S)\*\*")
-_ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![*\w])")
-
 _ROLE_LABEL = {"user": "You", "assistant": "Assistant"}
 _BUBBLE = ("padding:6px 10px;margin:3px 0;border-radius:10px;max-width:85%;"
            "overflow-wrap:anywhere;line-height:1.4;")
@@ -167,69 +155,6 @@ _ROLE_STYLE = {
     "assistant": _BUBBLE + "margin-right:auto;background:var(--jp-layout-color2,#eee);"
                            "color:var(--jp-ui-font-color0,#111);",
 }
-
-
-def _inline(escaped: str) -> str:
-    """Format code spans, bold and italics in text that is already HTML-escaped."""
-    parts = _CODE_SPAN.split(escaped)
-    for i, part in enumerate(parts):
-        if i % 2:  # inside a code span: shown as is
-            parts[i] = f"<code>{part}</code>"
-        else:
-            parts[i] = _ITALIC.sub(r"<em>\1</em>", _BOLD.sub(r"<strong>\1</strong>", part))
-    return "".join(parts)
-
-
-def _kind(line: str) -> str:
-    for kind, pattern in (("ul", _BULLET), ("ol", _NUMBERED), ("quote", _QUOTE),
-                          ("heading", _HEADING)):
-        if pattern.match(line):
-            return kind
-    return "text"
-
-
-def _block(escaped: str) -> str:
-    """Render one paragraph-like block of escaped text, line runs of one kind at a time."""
-    out: list[str] = []
-    for kind, run in itertools.groupby(escaped.strip("\n").split("\n"), key=_kind):
-        lines = list(run)
-        if kind in ("ul", "ol"):
-            pattern = _BULLET if kind == "ul" else _NUMBERED
-            items = (pattern.match(line) for line in lines)
-            body = "".join(f"<li>{_inline(m.group(1))}</li>" for m in items if m)
-            out.append(f"<{kind}>{body}</{kind}>")
-        elif kind == "quote":
-            quoted = (_QUOTE.match(line) for line in lines)
-            out.append("<blockquote>" + "<br>".join(_inline(m.group(1)) for m in quoted if m)
-                       + "</blockquote>")
-        elif kind == "heading":
-            headings = (_HEADING.match(line) for line in lines)
-            out.extend(f"<p><strong>{_inline(m.group(1))}</strong></p>" for m in headings if m)
-        else:
-            out.append("<p>" + "<br>".join(_inline(line) for line in lines) + "</p>")
-    return "".join(out)
-
-
-def _blocks(escaped: str) -> str:
-    return "".join(_block(b) for b in _BLANK_LINES.split(escaped) if b.strip())
-
-
-def render_markdown(text: str) -> str:
-    """Render a safe Markdown subset: ``text`` is escaped first, so no HTML of it survives.
-
-    Supported: paragraphs, line breaks, fenced code, `code`, **bold**, *italics*,
-    lists, quotes and headings. Links and images are left as plain text. The output
-    holds only attribute-free tags from a fixed set.
-    """
-    escaped = html.escape(text, quote=True)
-    out: list[str] = []
-    pos = 0
-    for fence in _FENCE.finditer(escaped):
-        out.append(_blocks(escaped[pos:fence.start()]))
-        out.append(f"<pre><code>{fence.group(1)}</code></pre>")
-        pos = fence.end()
-    out.append(_blocks(escaped[pos:]))
-    return "".join(out)
 
 
 def message_html(role: str, content: str, incomplete: bool = False) -> str:
@@ -246,16 +171,26 @@ def message_html(role: str, content: str, incomplete: bool = False) -> str:
             f'<div style="font-size:0.8em;opacity:0.7">{label}</div>{body}</div>')
 
 
+def wait_time(seconds: float) -> str:
+    """How long to wait, for people: "1 second", "42 seconds", "3 minutes"."""
+    whole = max(1, math.ceil(seconds))
+    if whole < 120:
+        return "1 second" if whole == 1 else f"{whole} seconds"
+    return f"{math.ceil(whole / 60)} minutes"
+
+
 def describe_error(error: SecureChatError) -> str:
     """A readable sentence for an error, with what the person can do about it."""
     if not isinstance(error, ApiError):
         return str(error)
+    wait = error.retry_after
+    again = "Try again." if wait is None else f"Try again in {wait_time(wait)}."
     if error.status == 0:
         return f"{error.message} Check the server, then try again."
     if error.status == 429:
-        return f"{error.message} Wait a moment, then try again."
+        return f"{error.message} {'Wait a moment, then try again.' if wait is None else again}"
     if error.status >= 500:
-        return f"The server could not answer: {error.message} (HTTP {error.status}). Try again."
+        return f"The server could not answer: {error.message} (HTTP {error.status}). {again}"
     return error.message
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import random
+import re
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -13,11 +17,16 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from securechat import BackgroundServer
+from securechat import BackgroundServer, create_app
 from securechat.app import CSP
+from securechat.auth import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
+from securechat.markdown import TAGS, render_markdown
+from securechat.responders import Turn
 from tests import browser_helpers
 from tests.browser_helpers import chromium, screenshot
+from tests.conftest import FAST
 from tests.fake_backend import Flaky
+from tests.markdown_helpers import CASES, DOM_TREE_FUNCTION, DOM_TREE_JS, html_tree
 
 STATIC = Path(__file__).resolve().parents[1] / "securechat" / "static"
 PASSWORD = "correct horse battery"
@@ -54,17 +63,61 @@ def test_page_has_no_inline_script_style_or_handlers() -> None:
         assert not [a for a in attrs if a.startswith("on") or a == "style"], (tag, attrs)
 
 
-def test_script_never_builds_html_from_strings() -> None:
-    source = (STATIC / "app.js").read_text("utf-8")
+@pytest.mark.parametrize("name", ["app.js", "markdown.js"])
+def test_script_never_builds_html_from_strings(name: str) -> None:
+    source = (STATIC / name).read_text("utf-8")
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
                  "new Function", "setTimeout(\"", "setTimeout('"):
         assert sink not in source, sink
-    assert "textContent" in source and "X-CSRF-Token" in source
+    if name == "app.js":
+        assert "textContent" in source and "X-CSRF-Token" in source
+    else:
+        # Elements are made from the tree's tag names, and only from the fixed set.
+        assert source.count("createElement(") == 1
+        assert "TAGS.includes(node.tag)" in source
+
+
+def _input_attributes(input_id: str) -> dict[str, str | None]:
+    parser = _Tags()
+    parser.feed((STATIC / "index.html").read_text("utf-8"))
+    (attrs,) = [a for tag, a in parser.tags if tag == "input" and a.get("id") == input_id]
+    return attrs
+
+
+def _text_of_id(element_id: str) -> str:
+    html = (STATIC / "index.html").read_text("utf-8")
+    match = re.search(rf'id="{element_id}"[^>]*>(.*?)</', html, re.S)
+    assert match, element_id
+    return " ".join(unescape(match.group(1)).split())
+
+
+NAMES = ["ab", "abc", "a" * 32, "a" * 33, "bad name", "ok_name.1-2", "x-y", "\u00e9mile",
+         "semi;colon", "-.-", "tab\tname", "a" * 3 + "!"]
+
+
+def test_form_constraints_match_the_server_rules() -> None:
+    username, password = _input_attributes("username"), _input_attributes("password")
+    assert username["minlength"] == "3" and password["minlength"] == str(MIN_PASSWORD)
+    # The pattern accepts exactly the names the server accepts.
+    pattern = re.compile(str(username["pattern"]))
+    for name in NAMES:
+        assert bool(pattern.fullmatch(name)) == bool(USERNAME_RE.fullmatch(name)), name
+    # maxlength would silently cut a longer pasted value (and counts UTF-16 units, so it
+    # would refuse some passwords the server takes): the server's answer says it instead.
+    assert "maxlength" not in username and "maxlength" not in password
+    # The rules are on the form, tied to their inputs.
+    assert username["aria-describedby"] == "username-rules"
+    assert password["aria-describedby"] == "password-rules"
+    assert "3–32" in _text_of_id("username-rules")
+    assert "A–Z a–z" in _text_of_id("username-rules")
+    assert "_ . -" in _text_of_id("username-rules")
+    assert f"{MIN_PASSWORD}–{MAX_PASSWORD} characters" in _text_of_id("password-rules")
 
 
 def test_page_and_assets_are_served_with_the_csp(app: Flask) -> None:
     web = app.test_client()
     for path, kind in [("/", "text/html"), ("/assets/app.js", "text/javascript"),
+                       ("/assets/markdown.js", "text/javascript"),
                        ("/assets/app.css", "text/css"), ("/favicon.ico", "image/svg+xml")]:
         response = web.get(path)
         response.close()  # a file response keeps its file open until closed
@@ -96,16 +149,33 @@ def page(browser: Browser) -> Iterator[Page]:
 
     page.on("console", on_console)
     _console[page] = complaints
+    failures: list[str] = []
+    page.on("pageerror", lambda error: failures.append(f"uncaught: {error}"))
+
+    def on_console_error(message: ConsoleMessage) -> None:
+        # An HTTP error status (the 401 of /api/session before login) is logged as a
+        # failed resource load; anything else on the error console is a bug of the page.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            failures.append(message.text)
+
+    page.on("console", on_console_error)
+    _errors[page] = failures
     yield page
     context.close()
 
 
 _console: WeakKeyDictionary[Page, list[str]] = WeakKeyDictionary()
+_errors: WeakKeyDictionary[Page, list[str]] = WeakKeyDictionary()
 
 
 def violations(page: Page) -> list[Any]:
     """CSP violations seen by the page's listener plus CSP complaints on its console."""
     return [*page.evaluate("() => window.__violations"), *_console[page]]
+
+
+def page_errors(page: Page) -> list[str]:
+    """Uncaught exceptions and console errors of the page (HTTP error statuses aside)."""
+    return list(_errors[page])
 
 
 def register(page: Page, url: str, username: str) -> None:
@@ -132,13 +202,14 @@ def send(page: Page, text: str) -> float:
     page.keyboard.press("Enter")
     expect(replies).to_have_count(before + 1)
     elapsed = time.perf_counter() - started
-    expect(replies.last.locator(".body")).to_have_text("Echo: " + text)
-    expect(box).to_be_enabled()
+    # innerText: a reply is Markdown, its line breaks are <br> elements.
+    expect(replies.last.locator(".body")).to_have_text("Echo: " + text, use_inner_text=True)
+    expect(page.locator("#send")).to_be_enabled()
     return elapsed
 
 
 def bodies(page: Page) -> list[str]:
-    return page.locator("li.message .body").all_text_contents()
+    return page.locator("li.message .body").all_inner_texts()
 
 
 def test_chat_xss_reload_logout(server: BackgroundServer, page: Page, tmp_path: Path) -> None:
@@ -297,3 +368,311 @@ def test_missing_chromium_skips_locally_but_fails_in_ci(monkeypatch: pytest.Monk
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI must run the browser tests"):
         browser_helpers.require_chromium()
+
+
+# --- replies in Markdown -----------------------------------------------------------------
+
+# Typed as messages; the echo backend sends each back as "Echo: <message>", a reply the page
+# renders as Markdown. A fence must start its own line, hence the words before some.
+MARKDOWN_PAYLOADS = [
+    *PAYLOADS,
+    "[x](javascript:window.pwned=1)",
+    "![x](x onerror=window.pwned=1)",
+    'code:\n```html\n<img src=x onerror="window.pwned=1">\n```',
+    "`<img src=x onerror=window.pwned=1>` and `<script>window.pwned=1</script>`",
+    "***<b>x</b>*** ***x*** **a *b* c** *a **b** c* ***a** b* ***a* b**",
+    "fence:\n```\ncode\n```",
+    "empty fence:\n```\n```",
+    '<svg onload="window.pwned=1"><circle r=9></circle></svg>',
+    '<a href="javascript:window.pwned=1">click</a>',
+    "javascript:window.pwned=1",
+    "\u202e<img src=x onerror=window.pwned=1>\u202c \u200b*x\u200b* \u2066*RTL*\u2069 \ufeff",
+    "quote:\n> <iframe src=javascript:window.pwned=1></iframe>\n"
+    "- <style>*{display:none}</style>\n- **<u>x</u>**",
+    "# <h1 onclick=window.pwned=1>heading</h1>",
+    "&lt;script&gt;window.pwned=1&lt;/script&gt; &amp;amp; &#60;b&#62;",
+    "unclosed:\n```\n</code></pre><img src=x onerror=window.pwned=1>",
+    '<math><mi xlink:href="javascript:window.pwned=1">x</mi></math>',
+    "<!-- comment --><![CDATA[x]]><?pi?> <base href=//evil/> <meta http-equiv=refresh>",
+]
+# What may exist inside a reply's body: the renderer's tags, and each code block's wrapper
+# and Copy button (with exactly these attributes).
+WRAPPERS = {"div": {"class": "code-block"}, "button": {"class": "copy", "type": "button"}}
+
+# Every element in the message list with its attributes, and where it is.
+LIST_ELEMENTS_JS = """
+() => [...document.querySelectorAll("#messages *")].map((el) => ({
+  tag: el.localName,
+  attrs: Object.fromEntries([...el.attributes].map((a) => [a.name, a.value])),
+  in: el.closest(".body.markdown") && !el.matches(".body") ? "markdown"
+    : el.closest(".body.text") && !el.matches(".body") ? "text" : "frame",
+}))
+"""
+
+
+def send_and_read(page: Page, text: str) -> list[Any]:
+    """Send ``text``; return the tree of the finished reply's body (Copy buttons left out)."""
+    replies = page.locator("li.message.assistant")
+    before = replies.count()
+    page.locator("#input").click()
+    for i, line in enumerate(text.split("\n")):
+        if i:
+            page.keyboard.press("Shift+Enter")
+        page.keyboard.insert_text(line)
+    page.keyboard.press("Enter")
+    expect(replies).to_have_count(before + 1)
+    expect(page.locator("#send")).to_be_enabled()  # the reply is complete
+    tree = replies.last.locator(".body").evaluate(DOM_TREE_JS)
+    return _without_copy_buttons(tree)
+
+
+def _without_copy_buttons(tree: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for node in tree:
+        if isinstance(node, list) and node[:2] == ["div", ["button", "Copy"]]:
+            (node,) = node[2:]  # the <pre> inside
+        out.append(node if isinstance(node, str) else [node[0], *_without_copy_buttons(node[1:])])
+    return out
+
+
+def test_reply_markdown_xss_corpus(server: BackgroundServer, page: Page) -> None:
+    register(page, server.url, "mdxss")
+    for payload in MARKDOWN_PAYLOADS:
+        # The page shows the reply as the Python renderer (well-formed, tested) builds it.
+        assert send_and_read(page, payload) == html_tree(render_markdown("Echo: " + payload))
+        # ... and the person's own message exactly as typed, as text.
+        mine = page.locator("li.message.user .body").last
+        assert mine.evaluate("(el) => [el.textContent, el.children.length]") == [payload, 0]
+    # Nothing that looked like markup became markup: the words are still there, as text.
+    shown = page.locator("li.message.assistant .body").all_text_contents()
+    assert len(shown) == len(MARKDOWN_PAYLOADS)
+    for payload, text in zip(MARKDOWN_PAYLOADS, shown, strict=True):
+        for word in ("<img", "<script", "<svg", "<a href", "javascript:", "onerror=",
+                     "onload=", "<iframe", "<style", "<math", "<!--", "<base"):
+            assert (word in payload) == (word in text), (word, payload)
+
+    assert page.evaluate("() => window.pwned") is None
+    elements = page.evaluate(LIST_ELEMENTS_JS)
+    allowed = set(TAGS) | set(WRAPPERS)
+    for el in elements:
+        names = set(el["attrs"])
+        assert not {n for n in names if n in ("href", "src", "style", "srcdoc", "xlink:href")
+                    or n.startswith("on")}, el
+        if el["in"] == "text":
+            raise AssertionError(f"an element inside a person's message: {el}")
+        if el["in"] == "markdown":
+            assert el["tag"] in allowed, el
+            assert el["attrs"] == WRAPPERS.get(el["tag"], {}), el
+        else:  # the page's own frame of each message
+            assert el["tag"] in ("li", "span", "div") and names == {"class"}, el
+    assert {el["tag"] for el in elements if el["in"] == "markdown"} >= {
+        "p", "strong", "em", "code", "pre", "ul", "li", "blockquote", "div", "button"}
+    assert violations(page) == []
+    assert page_errors(page) == []
+
+
+def test_page_renderer_agrees_with_python(server: BackgroundServer, page: Page) -> None:
+    page.goto(server.url + "/")
+    expect(page.locator("#auth")).to_be_visible()
+    # Random soups of the syntax, letters (one astral), spaces (one of them Unicode's).
+    pieces = ["*", "**", "***", "`", "``", "```", "\n", " ", "\t", "a", "b c", "_", "#", "# ",
+              "> ", "- ", "1. ", "2)", "<b>", "&amp;", "\u00e9", "\U0001d400", "\u00a0",
+              "\u3000", "\r\n", "  "]
+    rng = random.Random(20240611)  # noqa: S311 (test data, fixed so a failure replays)
+    soups = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(400)]
+    sources = [case["source"] for case in CASES] + soups
+    trees = _page_trees(page, sources)
+    for case, tree in zip(CASES, trees[:len(CASES)], strict=True):
+        assert tree == case["expected"], case["name"]
+    for source, tree in zip(soups, trees[len(CASES):], strict=True):
+        assert tree == html_tree(render_markdown(source)), repr(source)
+    assert violations(page) == [] and page_errors(page) == []
+
+
+def _page_trees(page: Page, sources: Sequence[str]) -> list[Any]:
+    """The trees of the page's renderer (markdown.js, imported as the page imports it)."""
+    return page.evaluate(f"""async (sources) => {{
+        {DOM_TREE_FUNCTION}
+        const {{ renderMarkdown }} = await import("/assets/markdown.js");
+        return sources.map((s) => domTree(renderMarkdown(s)));
+    }}""", list(sources))
+
+
+def test_reply_markdown_renders_and_copies(server: BackgroundServer, page: Page,
+                                           tmp_path: Path) -> None:
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+    register(page, server.url, "mdshow")
+    code = "print('<hi>')\n    return a * b"
+    message = ("Some **bold**, *italic*, ***both*** and `a < b`:\n- one\n- *two*\n"
+               f"1. first\n> quoted\n# Title\n```python\n{code}\n```\nafter")
+    page.fill("#input", message)
+    page.press("#input", "Enter")
+    reply = page.locator("li.message.assistant .body").last
+    expect(reply.locator("p").last).to_have_text("after")
+    expect(page.locator("#send")).to_be_enabled()
+    expect(reply.locator("p > strong").first).to_have_text("bold")
+    expect(reply.locator("p > em").first).to_have_text("italic")
+    expect(reply.locator("em > strong")).to_have_text("both")
+    expect(reply.locator("p > code")).to_have_text("a < b")
+    expect(reply.locator("ul > li")).to_have_text(["one", "two"])
+    expect(reply.locator("ul > li > em")).to_have_text("two")
+    expect(reply.locator("ol > li")).to_have_text(["first"])
+    expect(reply.locator("blockquote")).to_have_text("quoted")
+    expect(reply.locator("p > strong", has_text="Title")).to_have_count(1)
+    pre = reply.locator(".code-block pre")
+    assert pre.evaluate("(el) => el.textContent") == code
+    # The person's own message stays as typed: text, no markup.
+    mine = page.locator("li.message.user .body").last
+    assert mine.evaluate("(el) => [el.textContent, el.children.length]") == [message, 0]
+    screenshot(page, "web-markdown.png", tmp_path)
+
+    copy = reply.locator("button.copy")
+    copy.click()
+    expect(copy).to_have_text("Copied")
+    assert page.evaluate("() => navigator.clipboard.readText()") == code
+    expect(copy).to_have_text("Copy")  # the label comes back
+    assert violations(page) == [] and page_errors(page) == []
+
+
+def test_long_unclosed_emphasis_reply_renders(server: BackgroundServer, page: Page) -> None:
+    register(page, server.url, "mdlong")
+    text = "*a " * 10_000  # 30 000 characters that never close
+    timings = page.evaluate("""async (units) => {
+        const { renderMarkdown } = await import("/assets/markdown.js");
+        return units.map((unit) => {
+          const text = unit.repeat(Math.floor(30000 / unit.length));
+          const started = performance.now();
+          renderMarkdown(text);
+          return [unit, performance.now() - started];
+        });
+    }""", ["*a ", "**a ", "**a *b ", "***a ", "*a*a ", "`a ", "*a* **b** ", "x\n", "- *a "])
+    print("\n[web] renderMarkdown, 30 000 characters: " +
+          ", ".join(f"{unit.strip()!r} {ms:.1f} ms" for unit, ms in timings))
+    send(page, text)
+    body = page.locator("li.message.assistant .body").last
+    assert body.evaluate(DOM_TREE_JS) == [["p", "Echo: " + text]]  # all of it, as text
+
+
+def test_focus_is_in_the_message_box(server: BackgroundServer, page: Page) -> None:
+    def focused() -> str:
+        return str(page.evaluate("() => document.activeElement && document.activeElement.id"))
+
+    register(page, server.url, "focuser")
+    expect(page.locator("#input")).to_be_focused()
+    send(page, "first")
+    page.click("#new-conversation")
+    send(page, "second")
+    page.locator("button.conversation").nth(1).click()
+    expect(page.locator("#thread-title")).to_have_text("first")
+    expect(page.locator("#input")).to_be_focused()
+    page.locator("button.conversation").nth(0).click()
+    expect(page.locator("#thread-title")).to_have_text("second")
+    expect(page.locator("#input")).to_be_focused()
+
+    page.click("#logout")
+    expect(page.locator("#auth")).to_be_visible()
+    assert focused() == "username"
+    page.fill("#username", "focuser")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    expect(page.locator("#chat")).to_be_visible()
+    expect(page.locator("#input")).to_be_focused()
+    page.reload()  # the session is still there: straight to the chat, cursor in the box
+    expect(page.locator("#chat")).to_be_visible()
+    expect(page.locator("#input")).to_be_focused()
+
+
+class Gate:
+    """A responder that answers only once ``open`` is set (a slow AI backend)."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+
+    def reply(self, history: Sequence[Turn]) -> str:
+        self.open.wait(60)
+        return "Slow: " + history[-1]["content"]
+
+    def stream(self, history: Sequence[Turn]) -> Iterator[str]:
+        self.open.wait(60)
+        yield "Slow: "
+        yield history[-1]["content"]
+
+
+def test_typing_while_a_reply_is_pending_is_kept(server: BackgroundServer, app: Flask,
+                                                 page: Page) -> None:
+    register(page, server.url, "patient")
+    gate = Gate()
+    app.extensions["securechat.responder"] = gate
+    try:
+        page.fill("#input", "first")
+        page.press("#input", "Enter")
+        expect(page.locator("#thinking")).to_be_visible()
+        expect(page.locator("#send")).to_be_disabled()
+        expect(page.locator("#input")).to_be_enabled()
+        expect(page.locator("#input")).to_be_focused()
+        page.keyboard.type("typed while waiting")
+        page.keyboard.press("Enter")  # does not send while the reply is pending...
+        page.keyboard.press("Shift+Enter")
+        page.keyboard.type("and more")
+        expect(page.locator("#input")).to_have_value("typed while waiting\nand more")
+        expect(page.locator("li.message.user")).to_have_count(1)
+    finally:
+        gate.open.set()
+    expect(page.locator("li.message.assistant .body")).to_have_text(["Slow: first"])
+    expect(page.locator("#send")).to_be_enabled()
+    # ... and what was typed meanwhile is still there when the reply lands.
+    expect(page.locator("#input")).to_have_value("typed while waiting\nand more")
+    expect(page.locator("#input")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("li.message.user .body")).to_have_text(
+        ["first", "typed while waiting\nand more"])
+    expect(page.locator("li.message.assistant .body").last).to_have_text(
+        "Slow: typed while waiting\nand more", use_inner_text=True)
+    expect(page.locator("#input")).to_have_value("")
+    assert violations(page) == [] and page_errors(page) == []
+
+
+def test_auth_form_shows_and_applies_the_rules(server: BackgroundServer, page: Page) -> None:
+    page.goto(server.url + "/")
+    username, password = page.locator("#username"), page.locator("#password")
+    expect(username).to_have_accessible_description(re.compile("3–32 characters"))
+    expect(password).to_have_accessible_description(f"{MIN_PASSWORD}–{MAX_PASSWORD} characters.")
+    expect(page.locator("#username-rules")).to_be_visible()
+    expect(page.locator("#password-rules")).to_be_visible()
+    # The browser's own check of the name agrees with the server's rule, name by name.
+    for name in NAMES:
+        username.fill(name)
+        valid = username.evaluate("(el) => el.validity.valid")
+        assert valid == bool(USERNAME_RE.fullmatch(name)), name
+    # A password longer than the server takes is not cut short: the server says why.
+    username.fill("longpass")
+    password.fill("x" * (MAX_PASSWORD + 1))
+    assert len(password.input_value()) == MAX_PASSWORD + 1
+    page.click("#register")
+    expect(page.locator("#notice")).to_have_text(
+        f"Passwords are at most {MAX_PASSWORD} characters.")
+    assert violations(page) == [] and page_errors(page) == []
+
+
+def test_rate_limit_says_how_long_to_wait(page: Page, tmp_path: Path) -> None:
+    app = create_app({**FAST, "RATELIMIT_ENABLED": True, "LOGIN_RATE_LIMIT": "2 per minute"},
+                     instance_path=tmp_path / "instance")
+    with BackgroundServer(app) as server:
+        page.goto(server.url + "/")
+        page.fill("#username", "nobody")
+        for _ in range(2):
+            page.fill("#password", "wrong password")  # the page empties it after each try
+            with page.expect_response(lambda r: r.url.endswith("/api/login")) as answer:
+                page.click("#login")
+            assert answer.value.status == 401
+            expect(page.locator("#notice")).to_have_text("Wrong username or password.")
+            expect(page.locator("#login")).to_be_enabled()
+        page.fill("#password", "wrong password")
+        with page.expect_response(lambda r: r.url.endswith("/api/login")) as answer:
+            page.click("#login")
+        assert answer.value.status == 429
+        waited = int(answer.value.headers["retry-after"])
+        assert 0 < waited <= 60
+        wait = "1 second" if waited == 1 else f"{waited} seconds"
+        expect(page.locator("#notice")).to_have_text(
+            f"Too many requests; slow down. Try again in {wait}.")

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
-from securechat import ApiError, ChatClient, SecureChatError
+from securechat import ApiError, BackgroundServer, ChatClient, SecureChatError, create_app
+from securechat.client import retry_after
+from securechat.widgets import describe_error
+from tests.conftest import FAST
 
 
 def test_unreachable_server_is_a_clear_error() -> None:
@@ -95,3 +102,43 @@ def test_malformed_urls_raise_the_package_error(url: str) -> None:
     with ChatClient(url, timeout=5) as client, pytest.raises(ApiError) as info:
         client.health()
     assert info.value.code in ("request_failed", "unreachable")
+
+
+# --- Retry-After -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("42", 42.0), (" 7 ", 7.0), ("0", 0.0),
+    ("Wed, 21 Oct 2015 07:28:42 GMT", 42.0),  # an HTTP date, 42 s after "now" below
+    ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),   # already past
+    (None, None), ("", None), ("-1", None), ("1.5", None), ("soon", None), ("\u0663", None),
+])
+def test_retry_after_header_values(header: str | None, seconds: float | None) -> None:
+    now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc)
+    assert retry_after(header, now=now) == seconds
+
+
+def test_rate_limited_error_says_how_long_to_wait(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app({**FAST, "RATELIMIT_ENABLED": True, "LOGIN_RATE_LIMIT": "2 per minute"},
+                     instance_path=tmp_path / "instance")
+    with BackgroundServer(app) as server, ChatClient(server.url, timeout=30) as client:
+        answers: list[requests.Response] = []
+        real = client.http.request
+
+        def spy(*args: Any, **kwargs: Any) -> requests.Response:
+            answers.append(real(*args, **kwargs))
+            return answers[-1]
+
+        monkeypatch.setattr(client.http, "request", spy)
+        for _ in range(2):
+            with pytest.raises(ApiError) as info:
+                client.login("nobody", "wrong password")
+            assert info.value.status == 401 and info.value.retry_after is None
+        with pytest.raises(ApiError) as info:
+            client.login("nobody", "wrong password")
+    error = info.value
+    assert error.status == 429
+    waited = int(answers[-1].headers["Retry-After"])
+    assert error.retry_after == waited and 0 < waited <= 60
+    assert describe_error(error) == (f"{error.message} Try again in "
+                                     f"{'1 second' if waited == 1 else f'{waited} seconds'}.")

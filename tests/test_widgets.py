@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from securechat import ApiError, BackgroundServer, ChatBox, ChatClient, create_app
-from securechat.widgets import message_html, render_markdown
+from securechat.widgets import describe_error, message_html, render_markdown
 from tests.conftest import FAST, PASSWORD
 from tests.fake_backend import Flaky
 
@@ -360,6 +360,21 @@ def test_api_errors_are_shown_inline(make_user: Callable[..., ChatClient], error
     else:  # not stored: back in the input
         assert box.input.value == "hi" and box.retry_button.layout.display == "none"
     box.close()
+
+
+@pytest.mark.parametrize(("error", "shown"), [
+    (ApiError(429, "rate_limited", "Too many requests; slow down.", retry_after=42.0),
+     "Too many requests; slow down. Try again in 42 seconds."),
+    (ApiError(429, "rate_limited", "Too many requests; slow down.", retry_after=0.2),
+     "Too many requests; slow down. Try again in 1 second."),
+    (ApiError(429, "rate_limited", "Too many requests; slow down.", retry_after=3541.0),
+     "Too many requests; slow down. Try again in 60 minutes."),
+    (ApiError(503, "busy", "Too many replies at once.", retry_after=5.0),
+     "The server could not answer: Too many replies at once. (HTTP 503). Try again in 5 "
+     "seconds."),
+])
+def test_describe_error_says_how_long_to_wait(error: ApiError, shown: str) -> None:
+    assert describe_error(error) == shown
 
 
 def test_a_bug_is_shown_not_raised(make_user: Callable[..., ChatClient],

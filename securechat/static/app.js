@@ -1,7 +1,8 @@
-// The securechat page. Text from people and from the AI is only ever inserted with
-// textContent (never parsed as markup), and this file is loaded from the same origin, so
-// the app's CSP (script-src 'self', no inline script) stays strict.
-"use strict";
+// The securechat page. Text from people and from the AI is never parsed as markup: a
+// person's message is inserted with textContent, a reply is built as DOM nodes by
+// markdown.js (a safe Markdown subset), and both files are loaded from the same origin as
+// modules, so the app's CSP (script-src 'self', no inline script) stays strict.
+import { renderMarkdown } from "./markdown.js";
 
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -15,11 +16,20 @@
   };
 
   class ApiError extends Error {
-    constructor(status, code, message) {
+    constructor(status, code, message, retryAfter = null) {
       super(message);
       this.status = status;
       this.code = code;
+      this.retryAfter = retryAfter; // seconds the server asked us to wait, or null
     }
+  }
+
+  // Retry-After is a number of seconds or an HTTP date; null when absent or unreadable.
+  function retryAfter(response) {
+    const value = (response.headers.get("Retry-After") || "").trim();
+    if (/^\d+$/.test(value)) return Number(value);
+    const date = Date.parse(value);
+    return Number.isNaN(date) ? null : Math.max(0, (date - Date.now()) / 1000);
   }
 
   // --- talking to the JSON API ---------------------------------------------------
@@ -54,7 +64,9 @@
     if (!response.ok) {
       const error = (data && data.error) || {};
       throw new ApiError(response.status, String(error.code || "error"),
-        String(error.message || response.statusText || "The request failed."));
+        String(error.message || response.statusText || "The request failed."),
+        // Flask-Limiter sends Retry-After on every limited route; it means "wait" only here.
+        response.status === 429 || response.status === 503 ? retryAfter(response) : null);
     }
     if (data === null) throw new ApiError(response.status, "bad_response", "The server did not answer JSON.");
     return data;
@@ -141,12 +153,22 @@
 
   // --- showing things --------------------------------------------------------------
 
+  // "42 seconds", "1 second", "3 minutes": how long the server asked us to wait.
+  function waitTime(seconds) {
+    const whole = Math.max(1, Math.ceil(seconds));
+    if (whole < 120) return whole === 1 ? "1 second" : whole + " seconds";
+    return Math.ceil(whole / 60) + " minutes";
+  }
+
   function describe(error) {
     if (!(error instanceof ApiError)) return "Something went wrong on this page; reload it and try again.";
+    const again = error.retryAfter === null ? "Try again." : "Try again in " + waitTime(error.retryAfter) + ".";
     if (error.status === 0) return error.message;
-    if (error.status === 429) return error.message + " Wait a moment, then try again.";
+    if (error.status === 429) {
+      return error.message + (error.retryAfter === null ? " Wait a moment, then try again." : " " + again);
+    }
     if (error.status >= 500) {
-      return "The server could not answer: " + error.message + " (HTTP " + error.status + "). Try again.";
+      return "The server could not answer: " + error.message + " (HTTP " + error.status + "). " + again;
     }
     return error.message;
   }
@@ -160,7 +182,9 @@
 
   function setBusy(busy, thinking) {
     state.busy = busy;
-    for (const el of document.querySelectorAll("#chat button, #chat textarea, #auth button, #logout")) {
+    // The message box stays enabled: what the person types while a reply is on its way is
+    // kept (only sending waits, see onSend and onKeydown).
+    for (const el of document.querySelectorAll("#chat button, #auth button, #logout")) {
       el.disabled = busy;
     }
     if (!busy) $("delete-conversation").disabled = state.current === null;
@@ -214,10 +238,30 @@
     who.textContent = (message.role === "user" ? "You" : "Assistant") +
       (message.incomplete ? " · cut short" : "");
     const body = document.createElement("div");
-    body.className = "body";
-    body.textContent = message.content;
+    if (message.role === "user") {
+      body.className = "body text";
+      body.textContent = message.content;
+    } else {
+      body.className = "body markdown";
+      body.append(withCopyButtons(renderMarkdown(message.content)));
+    }
     item.append(who, body);
     return item;
+  }
+
+  // Each code block gets a Copy button (the click is handled once, on the list: onCopy).
+  function withCopyButtons(fragment) {
+    for (const pre of fragment.querySelectorAll("pre")) {
+      const block = document.createElement("div");
+      block.className = "code-block";
+      const copy = document.createElement("button");
+      copy.type = "button";
+      copy.className = "copy";
+      copy.textContent = "Copy";
+      pre.replaceWith(block);
+      block.append(copy, pre);
+    }
+    return fragment;
   }
 
   function appendMessage(message) {
@@ -293,11 +337,24 @@
     event.preventDefault();
     const input = $("input");
     const text = input.value;
-    if (!text.trim()) return;
+    // One message at a time; what is typed meanwhile stays in the box for later.
+    if (state.busy || !text.trim()) return;
     await run(async () => {
       const pending = appendMessage({ role: "user", content: text });
       input.value = "";
       let reply = null;
+      // A redraw per animation frame at most, however many deltas arrive in between.
+      let latest = null;
+      let frame = 0;
+      const draw = () => {
+        frame = 0;
+        reply = reply ? replaceMessage(reply, latest) : appendMessage(latest);
+      };
+      const settle = (message) => {
+        cancelAnimationFrame(frame);
+        frame = 0;
+        reply = reply ? replaceMessage(reply, message) : appendMessage(message);
+      };
       try {
         if (state.current === null) {
           const title = text.trim().split("\n")[0].slice(0, 60);
@@ -308,25 +365,25 @@
         }
         const path = conversationPath(state.current) + "/messages";
         const stored = await streamed(path, { content: text }, (soFar) => {
-          const partial = { role: "assistant", content: soFar };
+          latest = { role: "assistant", content: soFar };
           $("thinking").hidden = true;
-          reply = reply ? replaceMessage(reply, partial) : appendMessage(partial);
+          if (!frame) frame = requestAnimationFrame(draw);
         });
-        reply = reply ? replaceMessage(reply, stored) : appendMessage(stored);
+        settle(stored);
       } catch (error) {
+        cancelAnimationFrame(frame);
+        frame = 0;
         if (error.delivered || (error instanceof ApiError && error.status >= 500)) {
           // The server stored the message before its backend failed: keep it, show what
           // arrived (stored marked incomplete too), and offer to ask again.
-          if (error.partial) {
-            const cut = { role: "assistant", content: error.partial, incomplete: true };
-            reply = reply ? replaceMessage(reply, cut) : appendMessage(cut);
-          }
+          if (error.partial) settle({ role: "assistant", content: error.partial, incomplete: true });
           state.offerRetry = true;
         } else {
-          // Not stored: take it off the screen and put the text back, ready to send again.
+          // Not stored: take it off the screen and put the text back, ready to send again,
+          // ahead of anything typed since.
           pending.remove();
           if (reply) reply.remove();
-          input.value = text;
+          input.value = input.value ? text + "\n" + input.value : text;
         }
         throw error;
       }
@@ -350,11 +407,31 @@
   }
 
   function onKeydown(event) {
-    // Enter sends; Shift+Enter keeps the textarea's own new line.
+    // Enter sends (not while a reply is on its way); Shift+Enter keeps the textarea's own
+    // new line.
     if (event.key !== "Enter" || event.shiftKey || event.altKey || event.ctrlKey ||
         event.metaKey || event.isComposing) return;
     event.preventDefault();
-    $("composer").requestSubmit();
+    if (!state.busy) $("composer").requestSubmit();
+  }
+
+  const copyTimers = new WeakMap(); // button -> the timer that puts its label back
+
+  async function onCopy(event) {
+    const button = event.target.closest("button.copy");
+    const pre = button && button.parentElement.querySelector("pre");
+    if (!pre) return;
+    let label = "Copied";
+    try {
+      await navigator.clipboard.writeText(pre.textContent);
+    } catch (_) {
+      // No clipboard access (e.g. plain http on another host): select the code instead.
+      window.getSelection().selectAllChildren(pre);
+      label = "Selected: press Ctrl+C";
+    }
+    button.textContent = label;
+    clearTimeout(copyTimers.get(button));
+    copyTimers.set(button, setTimeout(() => { button.textContent = "Copy"; }, 2000));
   }
 
   async function onPick(event) {
@@ -366,6 +443,7 @@
       renderConversations();
       showMessages(messages);
     });
+    if (state.username) $("input").focus();
   }
 
   function onNew() {
@@ -402,6 +480,7 @@
     $("delete-conversation").addEventListener("click", onDelete);
     $("logout").addEventListener("click", onLogout);
     $("retry").addEventListener("click", onRetry);
+    $("messages").addEventListener("click", onCopy);
     // A reload keeps the session (HttpOnly cookie); ask the server who we are and for the
     // CSRF token, which the page cannot read from the cookie.
     try {
