@@ -130,10 +130,43 @@ def ensure_instance_folder(path: Path) -> None:
         path.chmod(0o700)  # mkdir's mode is masked by the umask
 
 
+def check_trusted(path: Path, *, secret: bool = False) -> None:
+    """Refuse a file or folder another user could have written (or, for secrets, read).
+
+    Whoever can write the instance folder, ``secret_key`` or ``config.json`` can forge
+    sessions or reconfigure the server; using them silently would hand that over.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    owner = os.geteuid() if hasattr(os, "geteuid") else info.st_uid
+    if info.st_uid != owner:
+        raise ConfigError(f"{path} belongs to another user (uid {info.st_uid}); "
+                          f"securechat only uses instance files of its own user")
+    loose = 0o077 if secret else 0o022
+    if info.st_mode & loose:
+        wanted = "0700" if path.is_dir() else "0600"
+        who = "readable or writable" if secret else "writable"
+        raise ConfigError(f"{path} is {who} by other users (mode "
+                          f"{info.st_mode & 0o777:04o}); run: chmod {wanted} {path}")
+
+
+def check_instance_trust(instance: Path, database: str | None = None) -> None:
+    """Check the instance folder and every file securechat reads from it."""
+    check_trusted(instance)
+    check_trusted(instance / SECRET_FILE, secret=True)
+    check_trusted(instance / CONFIG_FILE)
+    if database and database != ":memory:" and not database.startswith("file:"):
+        for suffix in ("", "-wal", "-shm"):
+            check_trusted(Path(database + suffix))
+
+
 def build_config(instance: Path, env: Mapping[str, Any],
                  overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """Merge the layers into one validated settings dict (secret key included)."""
     settings = dict(DEFAULTS)
+    check_instance_trust(instance)
     config_file = instance / CONFIG_FILE
     if config_file.is_file():
         try:
@@ -145,6 +178,7 @@ def build_config(instance: Path, env: Mapping[str, Any],
     settings.pop("INSTANCE", None)
     if not settings.get("DATABASE"):
         settings["DATABASE"] = str(instance / "securechat.sqlite3")
+    check_instance_trust(instance, str(settings["DATABASE"]))
     if settings.get("SECRET_KEY") is None:
         settings["SECRET_KEY"] = load_or_create_secret(instance / SECRET_FILE)
     check_secret_key(settings["SECRET_KEY"])

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app, g
 
+from .errors import ConfigError
+
 SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
@@ -130,7 +132,9 @@ def migrate(conn: sqlite3.Connection) -> int:
     with transaction(conn):
         found = conn.execute("PRAGMA user_version").fetchone()[0]
         if found > SCHEMA_VERSION:
-            raise RuntimeError(f"database schema {found} is newer than this securechat")
+            # Written by a newer securechat: guessing at it could lose data. Say so, once.
+            raise ConfigError(f"the database's schema (version {found}) is newer than this "
+                              f"securechat knows ({SCHEMA_VERSION}); upgrade securechat")
         for version in range(found, SCHEMA_VERSION):
             for statement in MIGRATIONS[version].split(";"):
                 if statement.strip():

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
-import selectors
 import signal
 import subprocess
 import sys
@@ -16,66 +13,14 @@ import pytest
 from securechat import ChatClient
 
 from .conftest import PASSWORD
-
-LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
-
-
-def serve_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
-    env.update(SECURECHAT_KDF_LOG_N="10", SECURECHAT_RATELIMIT_ENABLED="false", **extra)
-    return env
-
-
-def read_line(proc: subprocess.Popen[str], timeout: float = 30) -> str:
-    """One line of the process's stdout, or fail after ``timeout`` seconds."""
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout):
-            raise AssertionError("no output from the server in time")
-    return proc.stdout.readline()
-
-
-class Served:
-    """A running `serve` process and its URL."""
-
-    def __init__(self, instance: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "securechat",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--instance",
-                str(instance),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        line = read_line(self.proc)
-        match = LISTENING.search(line)
-        assert match, f"unexpected first line: {line!r}"
-        self.url = match.group(1)
-
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
-        self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, out, err
+from .served import Served, refused, serve_env
 
 
 @pytest.fixture
 def served(instance: Path) -> Iterator[Served]:
     s = Served(instance, serve_env())
     yield s
-    if s.proc.poll() is None:
-        s.proc.kill()
-        s.proc.communicate()
+    s.kill()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -127,13 +72,7 @@ def test_history_survives_restart_in_a_new_process(instance: Path) -> None:
 
 @pytest.mark.parametrize("secret", ["your-secret-key-here", "dev", "changeme", "tooshort"])
 def test_serve_refuses_weak_secret_and_serves_nothing(instance: Path, secret: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "securechat", "serve", "--port", "0", "--instance", str(instance)],
-        capture_output=True,
-        text=True,
-        env=serve_env(SECURECHAT_SECRET_KEY=secret),
-        timeout=60,
-    )
+    proc = refused(instance, serve_env(SECURECHAT_SECRET_KEY=secret))
     assert proc.returncode == 2
     assert "refusing to start" in proc.stderr and "SECRET_KEY" in proc.stderr
     assert "listening" not in proc.stdout

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from securechat import store
+from securechat.errors import ConfigError
 
 
 def test_migrate_from_empty_and_is_idempotent(tmp_path: Path) -> None:
@@ -22,7 +23,7 @@ def test_migrate_from_empty_and_is_idempotent(tmp_path: Path) -> None:
 def test_newer_schema_refused(tmp_path: Path) -> None:
     conn = store.connect(str(tmp_path / "db.sqlite3"))
     conn.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(ConfigError, match="newer"):
         store.migrate(conn)
     conn.close()
 

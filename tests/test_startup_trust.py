@@ -1,0 +1,92 @@
+"""`serve` refuses an instance another user could have tampered with, and a newer schema.
+
+Exit status 2 and one clear line, before anything listens: a world-writable folder, a
+writable ``config.json`` or database, or a ``secret_key`` others can read would let someone
+else forge sessions or reconfigure the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from securechat import ConfigError, create_app
+
+from .conftest import FAST
+from .served import refused, serve_env
+
+
+def _prepared(instance: Path) -> None:
+    """An instance as `serve` leaves it: folder, secret, database, config."""
+    create_app(FAST, instance_path=instance)
+    (instance / "config.json").write_text(json.dumps({"HISTORY_WINDOW": 10}))
+    (instance / "config.json").chmod(0o600)
+
+
+LOOSENED: dict[str, Callable[[Path], Path]] = {
+    "world-writable folder": lambda i: i,
+    "group-writable folder": lambda i: i,
+    "readable secret_key": lambda i: i / "secret_key",
+    "writable config.json": lambda i: i / "config.json",
+    "writable database": lambda i: i / "securechat.sqlite3",
+}
+MODES = {"world-writable folder": 0o777, "group-writable folder": 0o770,
+         "readable secret_key": 0o644, "writable config.json": 0o666,
+         "writable database": 0o620}
+
+
+@pytest.mark.parametrize("case", list(LOOSENED))
+def test_serve_refuses_loose_permissions(instance: Path, case: str) -> None:
+    _prepared(instance)
+    target = LOOSENED[case](instance)
+    target.chmod(MODES[case])
+    proc = refused(instance, serve_env())
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("securechat: refusing to start:")
+    assert str(target) in lines[0] and "chmod" in lines[0]
+    assert "Traceback" not in proc.stderr and "listening" not in proc.stdout
+    # Fixed as the message says, the same instance starts.
+    target.chmod(0o700 if target.is_dir() else 0o600)
+    create_app(FAST, instance_path=instance)
+
+
+def test_create_app_raises_config_error_for_a_foreign_writable_file(instance: Path) -> None:
+    _prepared(instance)
+    (instance / "config.json").chmod(0o646)
+    with pytest.raises(ConfigError, match="config.json"):
+        create_app(FAST, instance_path=instance)
+
+
+def test_owner_only_instance_starts(instance: Path) -> None:
+    _prepared(instance)
+    for path in instance.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path
+    assert instance.stat().st_mode & 0o777 == 0o700
+    create_app(FAST, instance_path=instance)
+
+
+def test_serve_refuses_a_newer_schema_cleanly(instance: Path) -> None:
+    _prepared(instance)
+    with sqlite3.connect(instance / "securechat.sqlite3") as db:
+        db.execute("PRAGMA user_version = 999")
+    db.close()
+    proc = refused(instance, serve_env())
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "newer" in lines[0] and "upgrade securechat" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="only root can give a file to another user")
+def test_serve_refuses_files_of_another_user(instance: Path) -> None:
+    _prepared(instance)
+    os.chown(instance / "config.json", 65534, -1)  # nobody
+    proc = refused(instance, serve_env())
+    assert proc.returncode == 2 and "belongs to another user" in proc.stderr
