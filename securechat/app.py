@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 
-from . import api, auth, chat, limits, store, web
+from . import api, auth, capacity, chat, limits, store, web
 from . import config as settings
 from .errors import ConfigError
 from .responders import make_responder
@@ -63,8 +62,7 @@ def create_app(config: Mapping[str, Any] | None = None,
     app.debug = False
     app.json = api.SafeJSONProvider(app)
     app.extensions["securechat.responder"] = make_responder(app.config)
-    app.extensions["securechat.kdf_slots"] = threading.BoundedSemaphore(
-        int(app.config["KDF_CONCURRENCY"]))
+    capacity.init_app(app)
     store.init_app(app)
     api.register_error_handlers(app)
     app.register_blueprint(auth.bp)

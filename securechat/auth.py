@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from itsdangerous import BadSignature, Signer
 
-from . import crypto, store
+from . import capacity, crypto, limits, store
 from .api import fail, json_body, optional_json_body, string_field
 from .errors import DecryptionError
 
@@ -59,11 +59,12 @@ def kdf_params() -> crypto.KdfParams:
 
 
 def _derive(password: str, salt: bytes, params: crypto.KdfParams) -> bytes:
-    """Run the password KDF, at most ``KDF_CONCURRENCY`` at once.
+    """Run the password KDF, at most ``KDF_CONCURRENCY`` at once (503 when none frees soon).
 
-    Each scrypt run holds 128 MiB: without a cap, a burst of logins multiplies that.
+    Each scrypt run holds 128 MiB: without a cap, a burst of logins multiplies that; and a
+    request waiting for a slot holds a worker, so the wait is short and the queue bounded.
     """
-    with current_app.extensions["securechat.kdf_slots"]:
+    with capacity.kdf_slot():
         return crypto.derive_kek(password, salt, params)
 
 
@@ -156,6 +157,12 @@ def _credentials() -> tuple[str, str]:
     return username, password
 
 
+def _named_in_body() -> object:
+    """The ``username`` a request body names, if it names one (for its rate-limit key)."""
+    data = request.get_json(silent=True) if request.mimetype == "application/json" else None
+    return data.get("username") if isinstance(data, dict) else None
+
+
 @bp.post("/register")
 def register() -> tuple[Response, int]:
     """Create an account whose data key is wrapped under the password-derived key."""
@@ -204,10 +211,12 @@ def _upgrade_kdf(user: store.User, password: str, data_key: bytes) -> None:
 @bp.post("/login")
 def login() -> Response:
     """Check the password by unwrapping the data key, then start a fresh session."""
-    username, password = _credentials()
-    unlocked = _unlock(username, password)
-    if unlocked is None:
-        fail(401, "invalid_credentials", "Wrong username or password.")
+    # Counted before the body is even checked: malformed guesses cost a unit too.
+    with limits.login_attempt(_named_in_body()):
+        username, password = _credentials()
+        unlocked = _unlock(username, password)
+        if unlocked is None:
+            fail(401, "invalid_credentials", "Wrong username or password.")
     user, data_key = unlocked
     _upgrade_kdf(user, password, data_key)
     db = store.get_db()
@@ -221,6 +230,8 @@ def login() -> Response:
     cfg = current_app.config
     store.delete_stale_sessions(db, t - cfg["SESSION_IDLE_TIMEOUT"],
                                 t - cfg["SESSION_ABSOLUTE_TIMEOUT"])
+    # A bounded number of live sessions per user: logging in in a loop cannot grow them.
+    store.keep_recent_sessions(db, user.id, int(cfg["MAX_SESSIONS_PER_USER"]))
     response = jsonify(username=user.username, csrf_token=crypto.csrf_token(token))
     response.set_cookie(
         cookie_name(), _signer().sign(token).decode("ascii"),

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
-from . import crypto, sse, store
+from . import capacity, crypto, sse, store
 from .api import (
     ApiException,
     fail,
@@ -174,6 +174,17 @@ def _wants_stream() -> bool:
         ["application/json", sse.CONTENT_TYPE]) == sse.CONTENT_TYPE
 
 
+def _answer(conv_id: str, history: list[Turn], call: capacity.BackendCall,
+            **shown: Any) -> Response | tuple[Response, int]:
+    """Ask the backend (streamed or not), holding ``call``'s slots until the answer is done."""
+    if _wants_stream():
+        return _stream_reply(conv_id, history, call)  # freed when the response closes
+    try:
+        return jsonify(**shown, reply=_ask(conv_id, history)), 201
+    finally:
+        call.release()
+
+
 def _ask(conv_id: str, history: list[Turn]) -> dict[str, Any]:
     """Ask the backend for the whole reply and store it; backend failures become 502/503/504."""
     try:
@@ -185,8 +196,11 @@ def _ask(conv_id: str, history: list[Turn]) -> dict[str, Any]:
     return _append(conv_id, "assistant", text)
 
 
-def _stream_reply(conv_id: str, history: list[Turn]) -> Response:
-    """Answer Server-Sent Events: ``delta`` per chunk, then ``done`` (or ``error``)."""
+def _stream_reply(conv_id: str, history: list[Turn], call: capacity.BackendCall) -> Response:
+    """Answer Server-Sent Events: ``delta`` per chunk, then ``done`` (or ``error``).
+
+    The backend slot ``call`` is held until the response is closed, however it ends.
+    """
 
     def events() -> Iterator[bytes]:
         parts: list[str] = []
@@ -224,6 +238,8 @@ def _stream_reply(conv_id: str, history: list[Turn]) -> Response:
     response = Response(stream_with_context(events()), mimetype=sse.CONTENT_TYPE)
     # Proxies such as nginx would otherwise buffer the stream into one late block.
     response.headers["X-Accel-Buffering"] = "no"
+    # The WSGI server closes the response even when the client left before the first byte.
+    response.call_on_close(call.release)
     return response
 
 
@@ -265,12 +281,16 @@ def send(conv_id: str) -> Response | tuple[Response, int]:
     if not content.strip() or len(content) > limit:
         fail(400, "invalid_content", f"A message is 1-{limit} characters and not blank.")
     _own_conversation(conv_id)
-    # Stored before the backend is asked: a backend failure never loses it.
-    message, position = _store(conv_id, "user", content)
-    history = _recent_history(conv_id, through=position)
-    if _wants_stream():
-        return _stream_reply(conv_id, history)
-    return jsonify(message=message, reply=_ask(conv_id, history)), 201
+    call = capacity.BackendCall(g.user_id)  # 429 before anything is stored
+    try:
+        # Stored before the backend is asked: a backend failure never loses it.
+        message, position = _store(conv_id, "user", content)
+        call.start()
+        history = _recent_history(conv_id, through=position)
+    except BaseException:
+        call.release()
+        raise
+    return _answer(conv_id, history, call, message=message)
 
 
 @bp.post("/<conv_id>/reply")
@@ -286,7 +306,11 @@ def reply_again(conv_id: str) -> Response | tuple[Response, int]:
     last = store.page_messages(store.get_db(), conv_id, 1)
     if not last or (last[0].role == "assistant" and last[0].status == store.COMPLETE):
         fail(409, "nothing_to_answer", "The last message already has a reply.")
-    history = _recent_history(conv_id)
-    if _wants_stream():
-        return _stream_reply(conv_id, history)
-    return jsonify(reply=_ask(conv_id, history)), 201
+    call = capacity.BackendCall(g.user_id)
+    try:
+        call.start()
+        history = _recent_history(conv_id)
+    except BaseException:
+        call.release()
+        raise
+    return _answer(conv_id, history, call)

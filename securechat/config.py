@@ -63,9 +63,14 @@ DEFAULTS: dict[str, Any] = {
     "HISTORY_MAX_CHARS": 24000,  # what the backend is shown, besides HISTORY_WINDOW messages
     "SESSION_IDLE_TIMEOUT": 1800,
     "SESSION_ABSOLUTE_TIMEOUT": 28800,
-    "LOGIN_RATE_LIMIT": "5 per minute;100 per hour",
+    "LOGIN_RATE_LIMIT": "5 per minute;100 per hour",  # failed attempts, per address and name
+    "LOGIN_SUCCESS_RATE_LIMIT": "60 per hour",  # successful logins per account
     "REGISTER_RATE_LIMIT": "20 per hour",
     "CHAT_RATE_LIMIT": "30 per minute",
+    "CREATE_RATE_LIMIT": "60 per minute;1000 per day",  # new conversations per user
+    "MAX_STREAMS": 16,  # backend calls in progress at once (then 503 + Retry-After)
+    "MAX_STREAMS_PER_USER": 3,  # one user's backend calls in progress (then 429)
+    "MAX_SESSIONS_PER_USER": 20,  # live sessions; a login past it ends the least recent
     "RATELIMIT_ENABLED": True,
     "RATELIMIT_STORAGE_URI": "memory://",
     "PROXY_FIX": 0,  # trusted reverse proxies in front (X-Forwarded-For)
@@ -77,15 +82,20 @@ DEFAULTS: dict[str, Any] = {
     "KDF_LOG_N": 17,
     "KDF_R": 8,
     "KDF_P": 1,
-    # Password KDF runs allowed at once (each scrypt run holds 128 MiB at the default).
+    # Password KDF runs allowed at once (each scrypt run holds 128 MiB at the default);
+    # KDF_QUEUE more wait up to KDF_MAX_WAIT seconds, the rest get 503 at once.
     "KDF_CONCURRENCY": 2,
+    "KDF_QUEUE": 8,
+    "KDF_MAX_WAIT": 2,
 }
 
 _POSITIVE_NUMBERS = ("SESSION_IDLE_TIMEOUT", "SESSION_ABSOLUTE_TIMEOUT", "MAX_CONTENT_LENGTH",
                      "MAX_MESSAGE_CHARS", "HISTORY_WINDOW", "KDF_LOG_N", "KDF_R", "KDF_P",
                      "HISTORY_MAX_CHARS", "OPENAI_CONNECT_TIMEOUT", "OPENAI_READ_TIMEOUT",
                      "OPENAI_MAX_ATTEMPTS", "OPENAI_RETRY_BACKOFF", "KDF_CONCURRENCY",
-                     "OPENAI_MAX_REPLY_SECONDS", "OPENAI_MAX_REPLY_CHARS")
+                     "OPENAI_MAX_REPLY_SECONDS", "OPENAI_MAX_REPLY_CHARS", "KDF_QUEUE",
+                     "KDF_MAX_WAIT", "MAX_STREAMS", "MAX_STREAMS_PER_USER",
+                     "MAX_SESSIONS_PER_USER")
 # Read as text even when they look like numbers (a numeric secret must stay a string).
 _TEXT_KEYS = ("SECRET_KEY", "OPENAI_API_KEY", "OPENAI_MODEL", "DATABASE", "INSTANCE",
               "SYSTEM_PROMPT", "OPENAI_PROXY")

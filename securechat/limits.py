@@ -1,28 +1,36 @@
 """Rate limits (Flask-Limiter) and trusted-proxy handling, wired into an app by its factory.
 
-Login is limited per client address and per username, counting attempts that did not
-succeed; registration per address; sending messages per user. Counters live in
+Password checks are limited per client address and per username, counting failures
+(:class:`LoginGuard`), and successful logins per account; registration per address;
+creating conversations and asking the AI backend per user. Counters live in
 ``RATELIMIT_STORAGE_URI`` (``memory://`` for one process, ``redis://…`` for several).
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import logging
+import math
 import threading
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
-from flask import Flask, Response, g, request
+from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
-from limits import parse_many
+from limits import RateLimitItem, parse_many
 from limits.errors import ConfigurationError
+from limits.strategies import FixedWindowRateLimiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth
-from .api import fail
+from .api import ApiException, fail
 from .errors import ConfigError
 
-LIMIT_KEYS = ("LOGIN_RATE_LIMIT", "REGISTER_RATE_LIMIT", "CHAT_RATE_LIMIT")
+log = logging.getLogger(__name__)
+
+LIMIT_KEYS = ("LOGIN_RATE_LIMIT", "LOGIN_SUCCESS_RATE_LIMIT", "REGISTER_RATE_LIMIT",
+              "CHAT_RATE_LIMIT", "CREATE_RATE_LIMIT")
 # Views that ask the AI backend share one budget per user (retrying is not a way around it).
 BACKEND_ENDPOINTS = ("chat.send", "chat.reply_again")
 
@@ -32,10 +40,8 @@ def client_address() -> str:
     return "addr:" + (request.remote_addr or "unknown")
 
 
-def login_username() -> str:
-    """Rate-limit key of the username a login names, case-folded like the accounts are."""
-    data = request.get_json(silent=True) if request.mimetype == "application/json" else None
-    name = data.get("username") if isinstance(data, dict) else None
+def _username_key(name: object) -> str:
+    """Rate-limit key of a username, case-folded like the accounts are."""
     if isinstance(name, str) and auth.USERNAME_RE.fullmatch(name):
         return "user:" + name.lower()
     # One shared bucket for names no account can have: keys stay small and bounded.
@@ -49,41 +55,83 @@ def session_user() -> str:
     return client_address()
 
 
-def _unsuccessful(response: Response) -> bool:
-    # Only failed logins count: a user who logs in often is not guessing passwords.
-    return not 200 <= response.status_code < 300
+class LoginGuard:
+    """The login limits: every password check is counted when it is made.
 
-
-def _one_login_at_a_time(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Refuse (429) a login while another for the same username is still being answered.
-
-    Failed logins are counted only once answered, so without this, parallel guesses
-    would all pass the check before any was counted. The slot is released at teardown,
-    after the limiter has counted the attempt. (Per process: with several workers, the
-    overshoot is at most one guess per worker.)
+    Counting an attempt only once it was answered let parallel guesses all pass the
+    check before any was counted (12 password checks against a limit of 5). Here each
+    attempt takes its unit first, from the address's and the username's budget of
+    failures; a successful login gives both back (people who log in often are never
+    blocked) and takes one from the account's budget of successes instead. One login per
+    username is answered at a time. Every route that checks a password goes through here.
     """
-    busy: set[str] = set()
-    lock = threading.Lock()
 
-    @functools.wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        key = login_username()
-        with lock:
-            if key in busy:
-                fail(429, "rate_limited", "Another login for this account is in progress.")
-            busy.add(key)
-        g.login_slot = (busy, lock, key)
-        return view(*args, **kwargs)
+    def __init__(self, limiter: Limiter, failed: str, succeeded: str) -> None:
+        self._strategy = FixedWindowRateLimiter(limiter.storage)
+        self._failed, self._succeeded = parse_many(failed), parse_many(succeeded)
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
 
-    return wrapped
+    @contextlib.contextmanager
+    def attempt(self, address: str, username: str) -> Iterator[None]:
+        """Count one password check for ``address`` and ``username``; 429 when over budget."""
+        with self._one_at_a_time(username):
+            for limit in self._succeeded:
+                if not self._strategy.test(limit, "login-ok", username):
+                    _refuse(self._wait(limit, "login-ok", username))
+            taken: list[tuple[RateLimitItem, str]] = []
+            for key in (address, username):
+                for limit in self._failed:
+                    taken.append((limit, key))
+                    if not self._strategy.hit(limit, "login-failed", key):
+                        self._give_back(taken)
+                        # For the operator: which budget, never the name or the address.
+                        log.info("login refused: %s of failed attempts per %s reached",
+                                 limit, key.partition(":")[0])
+                        _refuse(self._wait(limit, "login-failed", key))
+            try:
+                yield
+            except ApiException as e:
+                if e.code == 503:
+                    self._give_back(taken)  # the server was busy: no password was checked
+                raise
+            self._give_back(taken)
+            for limit in self._succeeded:
+                self._strategy.hit(limit, "login-ok", username)
+
+    @contextlib.contextmanager
+    def _one_at_a_time(self, username: str) -> Iterator[None]:
+        with self._lock:
+            if username in self._busy:
+                fail(429, "rate_limited", "Another login for this account is in progress.",
+                     {"Retry-After": "1"})
+            self._busy.add(username)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy.discard(username)
+
+    def _give_back(self, taken: list[tuple[RateLimitItem, str]]) -> None:
+        for limit, key in taken:
+            self._strategy.hit(limit, "login-failed", key, cost=-1)
+
+    def _wait(self, limit: RateLimitItem, *keys: str) -> int:
+        reset = self._strategy.get_window_stats(limit, *keys).reset_time
+        return max(1, math.ceil(reset - time.time()))
 
 
-def _release_login_slot(exc: BaseException | None = None) -> None:
-    slot = g.pop("login_slot", None)
-    if slot is not None:
-        busy, lock, key = slot
-        with lock:
-            busy.discard(key)
+def _refuse(wait: int) -> NoReturn:
+    fail(429, "rate_limited", f"Too many login attempts; try again in {wait} seconds.",
+         {"Retry-After": str(wait)})
+
+
+def login_attempt(username: object) -> contextlib.AbstractContextManager[None]:
+    """Count a password check for this request's address and ``username`` (see LoginGuard)."""
+    guard: LoginGuard | None = current_app.extensions["securechat.login_guard"]
+    if guard is None:  # limits switched off (tests and demos)
+        return contextlib.nullcontext()
+    return guard.attempt(client_address(), _username_key(username))
 
 
 def _check_config(app: Flask) -> None:
@@ -110,7 +158,7 @@ def init_app(app: Flask) -> Limiter:
     cfg = app.config
     if cfg.get("PROXY_FIX", 0):
         # Only X-Forwarded-For is trusted: HTTPS is decided by the HTTPS setting, not a header.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=cfg["PROXY_FIX"],
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=cfg["PROXY_FIX"],  # type: ignore[method-assign]
                                 x_proto=0, x_host=0, x_port=0, x_prefix=0)
     try:
         limiter = Limiter(client_address, app=app, storage_uri=cfg["RATELIMIT_STORAGE_URI"],
@@ -118,20 +166,17 @@ def init_app(app: Flask) -> Limiter:
     except ConfigurationError as e:
         raise ConfigError(f"RATELIMIT_STORAGE_URI cannot be used: {e}") from e
     app.extensions["securechat.limiter"] = limiter
-    login = cfg["LOGIN_RATE_LIMIT"]
+    # A disabled limiter has no storage to count in.
+    app.extensions["securechat.login_guard"] = LoginGuard(
+        limiter, cfg["LOGIN_RATE_LIMIT"], cfg["LOGIN_SUCCESS_RATE_LIMIT"]
+    ) if limiter.enabled else None
     chat = limiter.shared_limit(cfg["CHAT_RATE_LIMIT"], scope="backend", key_func=session_user)
     rules: dict[str, list[Callable[[Callable[..., Any]], Callable[..., Any]]]] = {
-        "auth.login": [
-            limiter.limit(login, key_func=client_address, deduct_when=_unsuccessful),
-            limiter.limit(login, key_func=login_username, deduct_when=_unsuccessful)],
         "auth.register": [limiter.limit(cfg["REGISTER_RATE_LIMIT"], key_func=client_address)],
+        "chat.create": [limiter.limit(cfg["CREATE_RATE_LIMIT"], key_func=session_user)],
         # chat.send must exist; other backend views are limited when the app has them.
         **{e: [chat] for e in BACKEND_ENDPOINTS if e == "chat.send" or e in app.view_functions},
     }
-    if limiter.enabled:
-        # Outermost, so it holds the slot across the limiter's check and its count.
-        rules["auth.login"].append(_one_login_at_a_time)
-        app.teardown_request(_release_login_slot)
     for endpoint, decorators in rules.items():
         view = app.view_functions[endpoint]
         for decorate in decorators:

@@ -292,6 +292,17 @@ def delete_session(db: sqlite3.Connection, token_hash: bytes) -> None:
     db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
 
 
+def keep_recent_sessions(db: sqlite3.Connection, user_id: str, keep: int) -> int:
+    """Delete all but the user's ``keep`` most recently used sessions; return how many."""
+    cur = db.execute(
+        "DELETE FROM sessions WHERE user_id = ? AND token_hash NOT IN"
+        " (SELECT token_hash FROM sessions WHERE user_id = ?"
+        "  ORDER BY last_seen DESC, created_at DESC LIMIT ?)",
+        (user_id, user_id, keep),
+    )
+    return cur.rowcount
+
+
 def delete_stale_sessions(db: sqlite3.Connection, idle_before: float,
                           created_before: float) -> int:
     """Delete sessions past their idle or absolute timeout; return how many."""

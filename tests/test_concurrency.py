@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
 
 from securechat import ChatClient
 
 from .conftest import PASSWORD
 
 SENDERS, EACH = 6, 15
+
+
+@pytest.fixture
+def settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """One user on six devices, all sending at once: above the default per-user cap."""
+    return {**settings, "MAX_STREAMS_PER_USER": SENDERS}
 
 
 def test_concurrent_senders_one_conversation(make_client: Callable[[], ChatClient]) -> None:

@@ -55,7 +55,7 @@ def test_a_full_chat_logs_nothing_secret(instance: Path, caplog: pytest.LogCaptu
     logged = "\n".join([caplog.text, out, err,
                         *(r.getMessage() for r in caplog.records),
                         *(str(r.args) for r in caplog.records)])
-    # The capture works: server-side records (the rate limiter's) were seen.
-    assert any(r.name == "flask-limiter" for r in caplog.records), caplog.text
+    # The capture works: server-side records (the login guard's) were seen.
+    assert any(r.name == "securechat.limits" for r in caplog.records), caplog.text
     for secret in secrets:
         assert secret not in logged, f"{secret[:6]}… appears in the logs"

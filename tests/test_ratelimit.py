@@ -30,6 +30,8 @@ LIMITED = {
     "LOGIN_RATE_LIMIT": "3 per minute",
     "REGISTER_RATE_LIMIT": "3 per minute",
     "CHAT_RATE_LIMIT": "3 per minute",
+    "CREATE_RATE_LIMIT": "3 per minute",
+    "LOGIN_SUCCESS_RATE_LIMIT": "4 per hour",
 }
 
 
@@ -62,11 +64,11 @@ def login(
     return http.post("/api/login", json={"username": name, "password": password}, **from_addr(addr))
 
 
-def assert_rate_limited(response: TestResponse) -> None:
-    """429 as the contract's JSON error, with Retry-After and the usual headers."""
+def assert_rate_limited(response: TestResponse, window: int = 60) -> None:
+    """429 as the contract's JSON error, with Retry-After (within ``window``) and the headers."""
     assert response.status_code == 429, response.get_data(as_text=True)
     assert response.get_json()["error"]["code"] == "rate_limited"
-    assert 0 < int(response.headers["Retry-After"]) <= 60
+    assert 0 < int(response.headers["Retry-After"]) <= window
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "Content-Security-Policy" in response.headers
 
@@ -74,6 +76,8 @@ def assert_rate_limited(response: TestResponse) -> None:
 def test_defaults_limit_login_and_chat() -> None:
     assert config.DEFAULTS["RATELIMIT_ENABLED"] is True
     assert config.DEFAULTS["LOGIN_RATE_LIMIT"] == "5 per minute;100 per hour"
+    assert config.DEFAULTS["LOGIN_SUCCESS_RATE_LIMIT"] == "60 per hour"
+    assert config.DEFAULTS["CREATE_RATE_LIMIT"] == "60 per minute;1000 per day"
     assert config.DEFAULTS["RATELIMIT_STORAGE_URI"] == "memory://"
     assert config.DEFAULTS["PROXY_FIX"] == 0
 
@@ -121,10 +125,74 @@ def test_refused_guesses_cost_no_kdf_work(
     assert calls == []  # refused before the password is hashed: no CPU to burn
 
 
-def test_successful_logins_are_not_counted(http: FlaskClient) -> None:
+def test_successful_logins_are_not_counted_as_failures(http: FlaskClient) -> None:
     assert register(http, "alice").status_code == 201
-    for _ in range(6):
+    for _ in range(4):  # more than the 3 failures allowed, within the 4 successes
         assert login(http, "alice").status_code == 200
+    assert login(http, "nobody", WRONG).status_code == 401  # the address is not blocked
+
+
+def test_successful_logins_have_a_generous_budget_of_their_own(http: FlaskClient) -> None:
+    # A loop of good logins (16 accounts doing it froze the KDF queue) ends at the budget.
+    assert register(http, "alice").status_code == 201
+    for _ in range(4):
+        assert login(http, "alice").status_code == 200
+    assert_rate_limited(login(http, "alice"), window=3600)
+    assert_rate_limited(login(http, "alice", addr="10.7.7.7"), window=3600)  # per account
+    assert register(http, "bob", addr="10.3.0.1").status_code == 201
+    assert login(http, "bob").status_code == 200
+
+
+def test_each_password_check_is_counted_when_it_is_made(
+    server: BackgroundServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parallel guesses at different usernames from one address: at most the limit runs.
+
+    Counted once answered, all of them passed the check first (12 checks for a limit of 5).
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    checks: list[str] = []
+    real = crypto.derive_kek
+    started = threading.Event()
+
+    def slow(password: str, salt: bytes, params: crypto.KdfParams) -> bytes:
+        checks.append(password)
+        started.wait(0.3)  # hold each check open while the others arrive
+        return real(password, salt, params)
+
+    monkeypatch.setattr(crypto, "derive_kek", slow)
+
+    def guess(i: int) -> int:
+        r = requests.post(server.url + "/api/login", timeout=30,
+                          json={"username": f"target{i}", "password": WRONG})
+        return r.status_code
+
+    with ThreadPoolExecutor(24) as pool:
+        statuses = list(pool.map(guess, range(24)))
+    assert set(statuses) <= {401, 429, 503}
+    assert statuses.count(401) == len(checks) <= 3  # LIMITED: "3 per minute" per address
+
+
+def test_a_busy_server_does_not_spend_the_login_budget(settings: dict[str, Any],
+                                                       instance: Path) -> None:
+    # 503 (no KDF slot came free) checked no password: the attempt is given back.
+    http = create_app({**settings, "KDF_CONCURRENCY": 1, "KDF_QUEUE": 1, "KDF_MAX_WAIT": 0.01},
+                      instance_path=instance).test_client()
+    slots = http.application.extensions["securechat.kdf_slots"]
+    assert slots.acquire()  # someone else's KDF run holds the only slot
+    try:
+        for _ in range(5):
+            response = login(http, "alice", WRONG)
+            assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+    finally:
+        slots.release()
+    for _ in range(3):
+        assert login(http, "alice", WRONG).status_code == 401
+    assert_rate_limited(login(http, "alice", WRONG))
 
 
 @pytest.mark.parametrize(
@@ -188,6 +256,17 @@ def test_retrying_a_reply_shares_the_chat_budget(app: Flask) -> None:
     assert_rate_limited(
         http.post(f"/api/conversations/{conv}/messages", json={"content": "hi"}, headers=csrf)
     )
+
+
+def test_creating_conversations_is_limited_per_user(app: Flask) -> None:
+    # 2,000 conversations in 3 s was possible; now each user has a budget.
+    alice, bob = app.test_client(), app.test_client()
+    alice_csrf, bob_csrf = _logged_in(alice, "alice"), _logged_in(bob, "bobby")
+    for _ in range(3):
+        assert alice.post("/api/conversations", json={}, headers=alice_csrf).status_code == 201
+    assert_rate_limited(alice.post("/api/conversations", json={}, headers=alice_csrf))
+    assert bob.post("/api/conversations", json={}, headers=bob_csrf).status_code == 201
+    assert len(alice.get("/api/conversations").get_json()["conversations"]) == 3
 
 
 def test_anonymous_sends_are_limited_per_address(http: FlaskClient) -> None:

@@ -1,0 +1,139 @@
+"""Concurrency caps: what may run at once, so a few requests cannot freeze the server.
+
+Rate limits count requests over time; these count requests *in progress*: password KDF
+runs (each holds up to 128 MiB and a worker), and calls to the AI backend (a stream may
+last minutes). Past a cap the answer comes at once (429 for one user's own excess, 503 +
+``Retry-After`` when the server as a whole is full), so worker threads stay free for
+everything else, ``/api/health`` included.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from flask import Flask, current_app
+
+from .api import busy, fail
+
+KDF_BUSY_MESSAGE = "The server is busy checking other passwords; try again in a moment."
+
+
+class Slots:
+    """At most ``size`` holders at once; at most ``queue`` more wait, each up to ``wait`` s."""
+
+    def __init__(self, size: int, wait: float = 0.0, queue: int = 0) -> None:
+        self.size, self.wait, self.queue = size, wait, queue
+        self._held = self._waiting = 0
+        self._cond = threading.Condition()
+
+    def acquire(self) -> bool:
+        """Take a slot (waiting if allowed); False when none came free in time."""
+        with self._cond:
+            if self._held < self.size:
+                self._held += 1
+                return True
+            if self._waiting >= self.queue or self.wait <= 0:
+                return False
+            self._waiting += 1
+            try:
+                got = self._cond.wait_for(lambda: self._held < self.size, self.wait)
+            finally:
+                self._waiting -= 1
+            if got:
+                self._held += 1
+            return got
+
+    def release(self) -> None:
+        """Give a slot back."""
+        with self._cond:
+            self._held -= 1
+            self._cond.notify()
+
+    @property
+    def held(self) -> int:
+        """Slots taken now."""
+        return self._held
+
+
+class PerKey:
+    """At most ``size`` holders per key (e.g. per user); never waits."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str) -> bool:
+        """Take a slot for ``key``; False when it has ``size`` already."""
+        with self._lock:
+            if self._held.get(key, 0) >= self.size:
+                return False
+            self._held[key] = self._held.get(key, 0) + 1
+            return True
+
+    def release(self, key: str) -> None:
+        """Give ``key``'s slot back (the key is forgotten at zero: bounded memory)."""
+        with self._lock:
+            left = self._held.get(key, 0) - 1
+            if left > 0:
+                self._held[key] = left
+            else:
+                self._held.pop(key, None)
+
+
+def init_app(app: Flask) -> None:
+    """Create the app's caps from its settings."""
+    cfg = app.config
+    app.extensions["securechat.kdf_slots"] = Slots(
+        int(cfg["KDF_CONCURRENCY"]), float(cfg["KDF_MAX_WAIT"]), int(cfg["KDF_QUEUE"]))
+    app.extensions["securechat.backend_slots"] = Slots(int(cfg["MAX_STREAMS"]))
+    app.extensions["securechat.backend_per_user"] = PerKey(int(cfg["MAX_STREAMS_PER_USER"]))
+
+
+@contextmanager
+def kdf_slot() -> Iterator[None]:
+    """Hold one password-KDF slot, or answer 503 + Retry-After after a short wait."""
+    slots: Slots = current_app.extensions["securechat.kdf_slots"]
+    if not slots.acquire():
+        busy(KDF_BUSY_MESSAGE, 2)
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+class BackendCall:
+    """One call to the AI backend in progress: a slot of its user's, then one of the server's.
+
+    Taking the user's slot (429 past ``MAX_STREAMS_PER_USER``) comes before anything is
+    stored, so the client keeps its text; taking the server's (503 + ``Retry-After`` past
+    ``MAX_STREAMS``) comes after the message is stored, so "Try again" asks for its reply.
+    :meth:`release` frees what was taken, once, from whichever path ends the call.
+    """
+
+    def __init__(self, user_id: str) -> None:
+        self._per_user: PerKey = current_app.extensions["securechat.backend_per_user"]
+        self._overall: Slots = current_app.extensions["securechat.backend_slots"]
+        self._user_id = user_id
+        self._started = False
+        self._once = threading.Lock()
+        if not self._per_user.acquire(user_id):
+            fail(429, "rate_limited", f"You already have {self._per_user.size} replies in "
+                 "progress; wait for one to finish.", {"Retry-After": "5"})
+
+    def start(self) -> None:
+        """Take the server-wide slot, or release everything and answer 503."""
+        if not self._overall.acquire():
+            self.release()
+            busy("The server is answering as many chats as it can; try again in a few "
+                 "seconds.", 5)
+        self._started = True
+
+    def release(self) -> None:
+        """Free the slots taken (safe to call more than once, from any thread)."""
+        if self._once.acquire(blocking=False):
+            if self._started:
+                self._overall.release()
+            self._per_user.release(self._user_id)
