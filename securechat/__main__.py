@@ -18,43 +18,43 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     serve.add_argument("--instance", default=None,
                        help="instance folder (secret key, database); or SECURECHAT_INSTANCE")
-    serve.add_argument("--threads", type=int, default=8, help="worker threads")
+    serve.add_argument("--threads", type=int, default=32,
+                       help="worker threads (at least MAX_STREAMS + KDF_CONCURRENCY + "
+                            "KDF_QUEUE + 4)")
     return parser
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Turn SIGTERM into the same clean path as Ctrl-C.
+def _stop(signum: int, frame: FrameType | None) -> None:
+    # SIGINT and SIGTERM take the same clean path out of the server loop.
     raise KeyboardInterrupt
 
 
-def serve(host: str, port: int, instance: str | None, threads: int = 8) -> int:
+def serve(host: str, port: int, instance: str | None, threads: int = 32) -> int:
     """Build the app and serve it until Ctrl-C or SIGTERM; return the exit status."""
-    from waitress import create_server
-
     from .app import create_app
     from .errors import ConfigError
+    from .production import make_server
 
     try:
         app = create_app(instance_path=instance)
+        server = make_server(app, host, port, threads)
     except ConfigError as e:
         print(f"securechat: refusing to start: {e}", file=sys.stderr)
         return 2
-    # waitress buffers a whole body before the app sees it: keep that near the app's own
-    # limit (bodies between the two still get the JSON 413 from the app).
-    body_cap = max(4 * int(app.config["MAX_CONTENT_LENGTH"]), 8 * 1024 * 1024)
-    server = create_server(app, host=host, port=port, threads=threads, ident="securechat",
-                           max_request_body_size=body_cap)
     bound_port = server.socket.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"securechat listening on http://{shown}:{bound_port} (instance {app.instance_path})",
           flush=True)
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # Installed explicitly: a process started with SIGINT ignored (a script, nohup, some
+    # service managers) would otherwise never stop on Ctrl-C.
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         server.close()
     print("securechat stopped", flush=True)
     return 0

@@ -74,6 +74,8 @@ DEFAULTS: dict[str, Any] = {
     "RATELIMIT_ENABLED": True,
     "RATELIMIT_STORAGE_URI": "memory://",
     "PROXY_FIX": 0,  # trusted reverse proxies in front (X-Forwarded-For)
+    # Open connections per client address under `serve` (0: no cap; ignored behind a proxy).
+    "MAX_CONNECTIONS_PER_ADDRESS": 32,
     "HTTPS": False,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "MAX_MESSAGE_CHARS": 32768,
@@ -96,6 +98,7 @@ _POSITIVE_NUMBERS = ("SESSION_IDLE_TIMEOUT", "SESSION_ABSOLUTE_TIMEOUT", "MAX_CO
                      "OPENAI_MAX_REPLY_SECONDS", "OPENAI_MAX_REPLY_CHARS", "KDF_QUEUE",
                      "KDF_MAX_WAIT", "MAX_STREAMS", "MAX_STREAMS_PER_USER",
                      "MAX_SESSIONS_PER_USER")
+_COUNTS = ("MAX_CONNECTIONS_PER_ADDRESS",)  # whole numbers where 0 means "no cap"
 # Read as text even when they look like numbers (a numeric secret must stay a string).
 _TEXT_KEYS = ("SECRET_KEY", "OPENAI_API_KEY", "OPENAI_MODEL", "DATABASE", "INSTANCE",
               "SYSTEM_PROMPT", "OPENAI_PROXY")
@@ -261,3 +264,7 @@ def _check_numbers(settings: Mapping[str, Any]) -> None:
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise ConfigError(f"{key} must be a positive number, not {value!r}")
+    for key in _COUNTS:
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{key} must be a whole number >= 0, not {value!r}")
