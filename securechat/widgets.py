@@ -777,7 +777,13 @@ class ChatBox:
     # --- display and lifetime ---------------------------------------------------------
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.root._repr_mimebundle_(**kwargs)
+        bundle = self.root._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        # The plain-text form is saved in the notebook: never the widgets' reprs, which
+        # hold the chat (bubbles, titles) in clear.
+        if isinstance(data, dict) and "text/plain" in data:
+            data["text/plain"] = repr(self)
+        return bundle
 
     def close(self) -> None:
         """Blank the chat shown, then close every widget (the client stays the caller's)."""

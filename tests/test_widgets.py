@@ -699,6 +699,8 @@ def test_display_and_close(make_user: Callable[..., ChatClient]) -> None:
     bundle = box._repr_mimebundle_()
     data = bundle[0] if isinstance(bundle, tuple) else bundle
     assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == box.root.model_id
+    # What a saved notebook keeps as text: who and where, never the chat (the bubbles' HTML).
+    assert data["text/plain"] == repr(box) and "hi" not in data["text/plain"]
     widgets = [box.root, box.input, box.picker, box.message_list, *box.message_list.children]
     box.close()
     assert all(widget.comm is None for widget in widgets)
