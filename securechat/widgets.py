@@ -14,6 +14,7 @@ import itertools
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -35,10 +36,17 @@ T = TypeVar("T")
 # Python sets later (the clearing after a send, a text given back after a failure) can
 # wipe what was typed in the meantime. Python asks for the cursor with a "focus" message.
 _INPUT_ESM = r"""
-// Views of each model (a notebook may show the same box twice), and models whose focus
-// request came before any view of them was on the page.
-const views = new WeakMap();
-const focusPending = new WeakSet();
+// The text boxes of each widget (a notebook may show the same one twice), by the widget's
+// key (each view gets its own proxy of the model, so the proxy cannot be the key), and the
+// widgets whose focus request came before any view of them was on the page.
+const views = new Map();
+const focusPending = new Set();
+
+function boxesOf(model) {
+  const key = model.get("_key");
+  if (!views.has(key)) views.set(key, new Set());
+  return views.get(key);
+}
 
 function onScreen(node) {
   const rect = node.getBoundingClientRect();
@@ -46,14 +54,14 @@ function onScreen(node) {
 }
 
 function focusBox(model, tries = 40) {
-  const shown = [...(views.get(model) || [])].filter((box) => box.isConnected);
+  const shown = [...boxesOf(model)].filter((box) => box.isConnected);
   if (!shown.length) {
     // Not drawn yet (the chat panel is being shown): try again on the next frames.
     if (tries > 0) requestAnimationFrame(() => focusBox(model, tries - 1));
-    else focusPending.add(model);
+    else focusPending.add(model.get("_key"));
     return;
   }
-  focusPending.delete(model);
+  focusPending.delete(model.get("_key"));
   const visible = shown.filter(onScreen);
   const box = (visible.length ? visible : shown).at(-1);
   box.focus({ preventScroll: visible.length > 0 });
@@ -126,11 +134,10 @@ function render({ model, el }) {
   model.on("change:disabled change:placeholder", onState);
   row.append(box, send);
   el.appendChild(row);
-  if (!views.has(model)) views.set(model, new Set());
-  views.get(model).add(box);
-  if (focusPending.has(model)) focusBox(model);
+  boxesOf(model).add(box);
+  if (focusPending.has(model.get("_key"))) focusBox(model);
   return () => {
-    views.get(model)?.delete(box);
+    boxesOf(model).delete(box);
     model.off("change:value", onValue);
     model.off("change:disabled change:placeholder", onState);
     box.removeEventListener("keydown", onKeydown);
@@ -166,9 +173,11 @@ class ChatInput(anywidget.AnyWidget):  # type: ignore[misc]
     value = traitlets.Unicode("").tag(sync=True)
     placeholder = traitlets.Unicode("").tag(sync=True)
     disabled = traitlets.Bool(False).tag(sync=True)
+    # Names this widget in the browser, where each view gets its own proxy of the model.
+    _key = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(_key=uuid.uuid4().hex, **kwargs)
         self._submit_handlers: list[Callable[[str], None]] = []
         self.on_msg(self._on_frontend_message)
 

@@ -1,4 +1,4 @@
-"""The README's "Using the package" snippet runs as printed, and again (nothing breaks on a re-run)."""
+"""The README's "Using the package" snippet runs as printed, and runs again without error."""
 
 from __future__ import annotations
 
