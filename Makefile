@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The repository is the root, so the notebooks' links to ../README.md, ../SECURITY.md and the
+# package's source files open; the first notebook opens at start.
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 $(ROOT_FLAG)
+	$(BIN)/jupyter lab notebooks/01_setup.ipynb --ServerApp.root_dir=. --ServerApp.ip=127.0.0.1 \
+		$(ROOT_FLAG)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import weakref
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -33,16 +35,42 @@ class _Server(ThreadedWSGIServer):
     # Non-daemon request threads, joined by server_close(): nothing outlives stop().
     daemon_threads = False
     block_on_close = True
+    thread_name = "securechat-server"
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Handle one request in a thread named after the server (seen in leak checks)."""
+        threading.current_thread().name = f"{self.thread_name}-request"
+        super().process_request_thread(request, client_address)
+
+
+def _shut_down(server: _Server, thread: threading.Thread,
+               on_stop: Callable[[], object] | None) -> None:
+    """Stop serving, join every thread of the server, close its port, then call ``on_stop``."""
+    if threading.current_thread().name.startswith(server.thread_name):
+        # Reached from one of the server's own threads (a garbage collection there):
+        # it cannot join itself, so a helper thread does the work.
+        threading.Thread(target=_shut_down, args=(server, thread, on_stop),
+                         name="securechat-stopper").start()
+        return
+    server.shutdown()
+    thread.join()
+    server.server_close()  # joins the request threads still running (block_on_close)
+    if on_stop is not None:
+        on_stop()
 
 
 class BackgroundServer:
     """Serve a WSGI app from a thread; ``url`` is known once :meth:`start` has bound the port.
 
-    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. A started server is
+    also stopped when the object is garbage collected or the interpreter exits (a Jupyter
+    kernel shutting down): its threads are joined and its port closed, then ``on_stop`` is
+    called (e.g. ``TemporaryDirectory.cleanup`` to remove the instance folder it served).
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *,
-                 keep_alive: bool = False, name: str = "securechat-server") -> None:
+                 keep_alive: bool = False, name: str = "securechat-server",
+                 on_stop: Callable[[], object] | None = None) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise SecureChatError("BackgroundServer listens on loopback only; use "
                                   "`python -m securechat serve` to deploy")
@@ -51,8 +79,10 @@ class BackgroundServer:
         self._port = port
         self._handler = _KeepAliveHandler if keep_alive else _QuietHandler
         self._name = name
+        self._on_stop = on_stop
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._finalizer: weakref.finalize | None = None
 
     @property
     def port(self) -> int:
@@ -77,23 +107,26 @@ class BackgroundServer:
         if self._server is not None:
             raise SecureChatError("server already started")
         # Binding happens here, so the port is known before the thread runs.
-        self._server = _Server(self._host, self._port, self.app, handler=self._handler)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
-                                        name=f"{self._name}-{self.port}", daemon=True)
-        self._thread.start()
+        server = _Server(self._host, self._port, self.app, handler=self._handler)
+        server.thread_name = f"{self._name}-{server.server_port}"
+        # A daemon serving thread: at interpreter exit it cannot hold the process before
+        # the finalizer below has stopped it properly.
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                  name=server.thread_name, daemon=True)
+        thread.start()
+        self._server, self._thread = server, thread
+        # The finalizer holds the server, not self: it runs once, from stop(), when self
+        # is garbage collected, or at interpreter exit, whichever comes first.
+        self._finalizer = weakref.finalize(self, _shut_down, server, thread, self._on_stop)
         return self
 
     def stop(self) -> None:
-        """Stop serving, join the thread and close the port. Safe to call twice."""
-        server, thread = self._server, self._thread
-        if server is None:
+        """Stop serving, join the threads, close the port, call ``on_stop``. Safe twice."""
+        finalizer = self._finalizer
+        if finalizer is None:
             return
-        server.shutdown()
-        if thread is not None:
-            thread.join()
-        server.server_close()
-        self._server = self._thread = None
+        self._server = self._thread = self._finalizer = None
+        finalizer()
 
     def __enter__(self) -> BackgroundServer:
         if self._server is None:

@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -31,10 +32,51 @@ T = TypeVar("T")
 
 # The browser half of ChatInput. ipywidgets' Textarea cannot tell Enter from
 # Shift+Enter (it has no key events), so this tiny module does: Enter (or the Send
-# button) hands the text to Python in one "submit" message, Shift+Enter keeps the
-# textarea's own new line. The text is not synced on every keystroke: a throttled
-# value update could then arrive after the submit and undo Python's clearing.
+# button) hands the text to Python in one "submit" message and empties the box at once,
+# Shift+Enter keeps the textarea's own new line. The box stays editable while a reply is
+# pending (only sending waits), and the text is not synced on every keystroke, so nothing
+# Python sets later (the clearing after a send, a text given back after a failure) can
+# wipe what was typed in the meantime. Python asks for the cursor with a "focus" message.
 _INPUT_ESM = r"""
+// The text boxes of each widget (a notebook may show the same one twice), by the widget's
+// key (each view gets its own proxy of the model, so the proxy cannot be the key), and the
+// widgets whose focus request came before any view of them was on the page.
+const views = new Map();
+const focusPending = new Set();
+
+function boxesOf(model) {
+  const key = model.get("_key");
+  if (!views.has(key)) views.set(key, new Set());
+  return views.get(key);
+}
+
+function onScreen(node) {
+  const rect = node.getBoundingClientRect();
+  return node.isConnected && rect.bottom > 0 && rect.top < window.innerHeight;
+}
+
+function focusBox(model, tries = 40) {
+  const shown = [...boxesOf(model)].filter((box) => box.isConnected);
+  if (!shown.length) {
+    // Not drawn yet (the chat panel is being shown): try again on the next frames.
+    if (tries > 0) requestAnimationFrame(() => focusBox(model, tries - 1));
+    else focusPending.add(model.get("_key"));
+    return;
+  }
+  focusPending.delete(model.get("_key"));
+  const visible = shown.filter(onScreen);
+  const box = (visible.length ? visible : shown).at(-1);
+  box.focus({ preventScroll: visible.length > 0 });
+}
+
+function initialize({ model }) {
+  const onMessage = (msg) => {
+    if (msg && msg.type === "focus") focusBox(model);
+  };
+  model.on("msg:custom", onMessage);
+  return () => model.off("msg:custom", onMessage);
+}
+
 function render({ model, el }) {
   const row = document.createElement("div");
   Object.assign(row.style, { display: "flex", gap: "6px", alignItems: "flex-end", width: "100%" });
@@ -52,19 +94,29 @@ function render({ model, el }) {
   send.type = "button";
   send.className = "jupyter-widgets jupyter-button widget-button mod-primary securechat-send";
   send.textContent = "Send";
-  let hadFocus = false;
+  // What the box held when it last agreed with Python's value; anything else in it was
+  // typed since, and belongs to the person.
+  let synced = "";
   const submit = () => {
-    if (box.disabled || !box.value.trim()) return;
-    model.send({ type: "submit", text: box.value });
+    // While a reply is pending, Enter and Send wait; the text stays in the box.
+    if (model.get("disabled") || !box.value.trim()) return;
+    const text = box.value;
+    box.value = synced = "";
+    model.send({ type: "submit", text });
   };
-  const onValue = () => { box.value = model.get("value"); };
+  const onValue = () => {
+    const value = model.get("value");
+    if (box.value === synced || box.value === "") {
+      box.value = value;
+    } else if (value) {
+      // A text given back (it was not sent) goes first; what was typed since stays after it.
+      box.value = value + "\n" + box.value;
+    } // else: Python cleared the box, but newer typing is kept.
+    synced = box.value;
+  };
   const onState = () => {
     box.placeholder = model.get("placeholder");
-    const disabled = model.get("disabled");
-    if (disabled && document.activeElement === box) hadFocus = true;
-    box.disabled = send.disabled = disabled;
-    // Give the focus back after a reply, so the person can keep typing.
-    if (!disabled && hadFocus) { hadFocus = false; box.focus(); }
+    send.disabled = model.get("disabled");
   };
   const onKeydown = (event) => {
     // Keep JupyterLab's shortcuts (Shift+Enter runs a cell, A/B/D add or delete
@@ -84,14 +136,17 @@ function render({ model, el }) {
   model.on("change:disabled change:placeholder", onState);
   row.append(box, send);
   el.appendChild(row);
+  boxesOf(model).add(box);
+  if (focusPending.has(model.get("_key"))) focusBox(model);
   return () => {
+    boxesOf(model).delete(box);
     model.off("change:value", onValue);
     model.off("change:disabled change:placeholder", onState);
     box.removeEventListener("keydown", onKeydown);
     send.removeEventListener("click", submit);
   };
 }
-export default { render };
+export default { initialize, render };
 """
 
 
@@ -110,8 +165,9 @@ _CSS = """
 class ChatInput(anywidget.AnyWidget):  # type: ignore[misc]
     """A multi-line text box with a Send button: Enter sends, Shift+Enter starts a new line.
 
-    ``value`` is what Python shows in the box (it is cleared after sending and given
-    back after a failure); what the person types reaches Python with each submit.
+    ``value`` is what Python puts in the box (cleared after sending, given back after a
+    failure); what the person types reaches Python with each submit. While ``disabled``
+    (a reply is pending) the box stays editable and only sending waits.
     """
 
     _esm = _INPUT_ESM
@@ -119,9 +175,11 @@ class ChatInput(anywidget.AnyWidget):  # type: ignore[misc]
     value = traitlets.Unicode("").tag(sync=True)
     placeholder = traitlets.Unicode("").tag(sync=True)
     disabled = traitlets.Bool(False).tag(sync=True)
+    # Names this widget in the browser, where each view gets its own proxy of the model.
+    _key = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(_key=uuid.uuid4().hex, **kwargs)
         self._submit_handlers: list[Callable[[str], None]] = []
         self.on_msg(self._on_frontend_message)
 
@@ -131,17 +189,29 @@ class ChatInput(anywidget.AnyWidget):  # type: ignore[misc]
 
     def submit(self) -> None:
         """Do what Enter or Send does: hand ``value`` to the submit handlers."""
-        if self.disabled:
-            return
+        if not self.disabled:
+            self._hand_on(self.value)
+
+    def focus(self) -> None:
+        """Ask the browser to put the cursor in the box (in the view on screen)."""
+        self.send({"type": "focus"})
+
+    def _hand_on(self, text: str) -> None:
         for handler in self._submit_handlers:
-            handler(self.value)
+            handler(text)
 
     def _on_frontend_message(self, _widget: Any, content: Any, _buffers: Sequence[Any]) -> None:
-        if isinstance(content, dict) and content.get("type") == "submit":
-            text = content.get("text")
-            if isinstance(text, str):
-                self.value = text
-                self.submit()
+        if not (isinstance(content, dict) and content.get("type") == "submit"
+                and isinstance(content.get("text"), str)):
+            return
+        text = content["text"]
+        if self.disabled:
+            # The browser had already emptied its box: give the text back, unsent.
+            self.value = text
+            return
+        # Not copied into ``value``: that would sync back to the browser and could
+        # overwrite what the person types while the reply is on its way.
+        self._hand_on(text)
 
 
 # --- rendering ------------------------------------------------------------------
@@ -208,6 +278,10 @@ class ChatBox:
     Display it as a cell's last expression. Drive it from code with :meth:`login`,
     :meth:`register`, :meth:`send`, :meth:`new_conversation`, :meth:`switch`,
     :meth:`delete_conversation`, :meth:`logout`; :meth:`close` removes its widgets.
+    The *Delete* button asks for confirmation first; :meth:`delete_conversation`, called
+    from code, deletes at once. After a login, a registration, *New* or a conversation
+    picked in the dropdown, the cursor goes to the message box (never when driven from
+    code: a notebook's next Shift+Enter must still run its next cell).
     """
 
     # Seconds between two redraws of a reply that is streaming in (each redraw sends the
@@ -223,6 +297,7 @@ class ChatBox:
         self._busy = False
         self._picking = False  # True while the picker is refilled from code
         self._bubbles: list[w.HTML] = []
+        self._pending_delete: str | None = None  # asked to confirm, not deleted yet
 
         # Login / register panel.
         self.username = w.Text(description="Username", placeholder="3-32 of A-Z a-z 0-9 _ . -")
@@ -244,6 +319,14 @@ class ChatBox:
         self.delete_button = w.Button(description="Delete", button_style="danger",
                                       tooltip="Delete this conversation",
                                       layout=w.Layout(width="auto"))
+        # Deleting cannot be undone: the Delete button only shows this row.
+        self.confirm_text = w.HTML()
+        self.confirm_delete_button = w.Button(description="Delete", button_style="danger",
+                                              layout=w.Layout(width="auto"))
+        self.cancel_delete_button = w.Button(description="Cancel", layout=w.Layout(width="auto"))
+        self.confirm_row = w.HBox(
+            [self.confirm_text, self.confirm_delete_button, self.cancel_delete_button],
+            layout=w.Layout(display="none", align_items="center", grid_gap="6px"))
         # column-reverse keeps the newest message in view without any scrolling code.
         self.message_list = w.VBox(layout=w.Layout(
             flex_flow="column-reverse", overflow="auto", max_height="420px",
@@ -256,6 +339,7 @@ class ChatBox:
             w.HBox([self.who, self.logout_button],
                    layout=w.Layout(justify_content="space-between")),
             w.HBox([self.picker, self.new_button, self.delete_button]),
+            self.confirm_row,
             self.message_list, self.thinking,
             self.input,
         ])
@@ -278,8 +362,10 @@ class ChatBox:
         self.login_button.on_click(lambda _b: self._login_from_fields(register=False))
         self.register_button.on_click(lambda _b: self._login_from_fields(register=True))
         self.logout_button.on_click(lambda _b: self.logout())
-        self.new_button.on_click(lambda _b: self.new_draft())
-        self.delete_button.on_click(lambda _b: self.delete_conversation())
+        self.new_button.on_click(lambda _b: self._new_from_button())
+        self.delete_button.on_click(lambda _b: self.ask_delete())
+        self.confirm_delete_button.on_click(lambda _b: self._confirm_delete())
+        self.cancel_delete_button.on_click(lambda _b: self._hide_confirm())
         self.input.on_submit(self.send)
         self.retry_button.on_click(lambda _b: self.retry())
         self.picker.observe(self._picked, names="value")
@@ -288,7 +374,9 @@ class ChatBox:
         singles = [self.username, self.password, self.login_button, self.register_button,
                    self.who, self.logout_button, self.picker, self.new_button,
                    self.delete_button, self.message_list, self.thinking, self.input,
-                   self.notice, self.retry_button, self.notice_row, self._empty_hint]
+                   self.notice, self.retry_button, self.notice_row, self._empty_hint,
+                   self.confirm_text, self.confirm_delete_button, self.cancel_delete_button,
+                   self.confirm_row]
         containers = [self.login_panel, *self.login_panel.children, self.chat_panel,
                       *self.chat_panel.children, self.root]
         return [*self._bubbles, *singles, *containers]
@@ -297,15 +385,19 @@ class ChatBox:
         username, password = self.username.value, self.password.value
         # The password must not linger in the widget state (saved notebooks can keep it).
         self.password.value = ""
-        if register:
-            self.register(username, password)
-        else:
-            self.login(username, password)
+        entered = self.register(username, password) if register else self.login(username, password)
+        if entered:
+            self.input.focus()  # ready to type the first message
 
     def _picked(self, change: dict[str, Any]) -> None:
         if self._picking or change["new"] is None or change["new"] == self.conversation_id:
             return
-        self._run(lambda: self._load(change["new"]))
+        if self._run(lambda: self._load(change["new"]) or True):
+            self.input.focus()
+
+    def _new_from_button(self) -> None:
+        self.new_draft()
+        self.input.focus()
 
     # --- running one action ------------------------------------------------------
 
@@ -338,7 +430,8 @@ class ChatBox:
         for widget in (self.input, self.picker, self.new_button,
                        self.delete_button, self.logout_button, self.login_button,
                        self.register_button, self.username, self.password,
-                       self.retry_button):
+                       self.retry_button, self.confirm_delete_button,
+                       self.cancel_delete_button):
             widget.disabled = busy
         if not busy:
             self.delete_button.disabled = self.conversation_id is None
@@ -396,6 +489,7 @@ class ChatBox:
         self._refresh(select=None)
 
     def _leave_chat(self, notice: str) -> None:
+        self._hide_confirm()
         self.logged_in = False
         self.client.csrf_token = self.client.username = None
         self.conversation_id = None
@@ -432,6 +526,7 @@ class ChatBox:
     def _load(self, conversation_id: str) -> None:
         """Show a conversation's whole history (every page)."""
         history = self.client.history(conversation_id)
+        self._hide_confirm()
         self.conversation_id = conversation_id
         self._show_messages(history)
         if self.picker.value != conversation_id:
@@ -455,6 +550,7 @@ class ChatBox:
 
     def new_draft(self) -> None:
         """Start an empty conversation; it is created with the first message."""
+        self._hide_confirm()
         self.conversation_id = None
         self._show_messages([])
         self._fill_picker(self._entries(), None)
@@ -465,8 +561,33 @@ class ChatBox:
         """Show another conversation; False (with the reason shown) when it failed."""
         return self._run(lambda: self._load(conversation_id) or True) is True
 
+    def ask_delete(self) -> None:
+        """What *Delete* does: ask to confirm deleting the conversation shown."""
+        target = self.conversation_id
+        if target is None or self._busy:
+            return
+        title = dict((cid, t) for t, cid in self.picker.options).get(target, "this conversation")
+        self._pending_delete = target
+        self.confirm_text.value = (f"Delete <b>‘{html.escape(title)}’</b> and all its "
+                                   "messages? This cannot be undone.")
+        self.confirm_row.layout.display = None
+
+    def _confirm_delete(self) -> None:
+        target = self._pending_delete
+        self._hide_confirm()
+        if target is not None and self.delete_conversation(target):
+            self.input.focus()
+
+    def _hide_confirm(self) -> None:
+        self._pending_delete = None
+        self.confirm_text.value = ""  # the title must not linger in the widget state
+        self.confirm_row.layout.display = "none"
+
     def delete_conversation(self, conversation_id: str | None = None) -> bool:
-        """Delete a conversation (default: the one shown) and show the newest left."""
+        """Delete a conversation (default: the one shown) at once, and show the newest left.
+
+        Called from code it does not ask; the *Delete* button asks first (:meth:`ask_delete`).
+        """
         target = conversation_id or self.conversation_id
         if target is None:
             return False
@@ -600,7 +721,13 @@ class ChatBox:
     # --- display and lifetime ---------------------------------------------------------
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.root._repr_mimebundle_(**kwargs)
+        bundle = self.root._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        # The plain-text form is saved in the notebook: never the widgets' reprs, which
+        # hold the chat (bubbles, titles) in clear.
+        if isinstance(data, dict) and "text/plain" in data:
+            data["text/plain"] = repr(self)
+        return bundle
 
     def close(self) -> None:
         """Blank the chat shown, then close every widget (the client stays the caller's)."""
@@ -610,6 +737,7 @@ class ChatBox:
         for bubble in self._bubbles:
             bubble.value = ""
         self._fill_picker([], None)
+        self._hide_confirm()
         self.input.value = ""
         for widget in self._widgets():
             widget.close()

@@ -50,6 +50,8 @@ def screenshot(target: Page | Locator, name: str, tmp_path: Path) -> Path:
     target.screenshot(path=str(path))
     keep = os.environ.get(SCREENSHOTS_ENV)
     if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, Path(keep) / name)
+        # Relative to the repository: the tests themselves run in a temporary folder.
+        folder = Path(__file__).resolve().parent.parent / keep
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, folder / name)
     return path

@@ -1,8 +1,10 @@
-"""The ChatBox in real JupyterLab: run notebook 04, type in the box, press Enter, see the reply.
+"""The ChatBox in real JupyterLab: the repository's notebook 04, Run All from the menu, then chat.
 
-JupyterLab runs headless on 127.0.0.1 with a random token, on a copy of the notebook in a
-temporary folder, with its own config/runtime/settings folders; it and its kernel are shut
-down afterwards, and the repository's notebook is never touched.
+JupyterLab runs headless on 127.0.0.1 with a random token, serving the folder `make lab`
+serves (the repository, read from the Makefile), with its own config, runtime and settings
+folders. Autosave is off in those settings, so the notebook on disk is never written (its
+hash is checked). JupyterLab and its kernel are shut down afterwards, and what the notebook
+left running for the reader (its server, its temporary instance folder) must then be gone.
 """
 
 from __future__ import annotations
@@ -20,26 +22,30 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
+from jupyter_client import BlockingKernelClient
+from playwright.sync_api import Locator, Page, expect
 
 from tests.browser_helpers import SLOW_MS, chromium, require_chromium, screenshot
+from tests.lab_helpers import NOTEBOOKS, make_lab_root
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_chat.ipynb"
+NOTEBOOK = NOTEBOOKS / "04_chat.ipynb"
 IDLE = re.compile(r"\| Idle$")
+PASSWORD = "correct horse battery staple"  # notebook 04's demo account  # noqa: S105
 
 
 @dataclass
 class Lab:
-    """A running JupyterLab."""
+    """A running JupyterLab, and what must be gone once it has shut down."""
 
     url: str
     token: str
     root: Path
     runtime: Path
+    must_vanish: list[Path] = field(default_factory=list)
 
     def api(self, method: str, path: str, body: object = None) -> bytes:
         """Call the Jupyter server's REST API (loopback only)."""
@@ -50,27 +56,30 @@ class Lab:
         with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback
             return bytes(response.read())
 
+    def run_in_kernel(self, kernel_id: str, code: str) -> str:
+        """Run code in a notebook's kernel through a second client; return what it printed."""
+        kc = BlockingKernelClient(connection_file=str(self.runtime / f"kernel-{kernel_id}.json"))
+        kc.load_connection_file()
+        kc.start_channels()
+        printed: list[str] = []
+
+        def collect(msg: dict[str, object]) -> None:
+            content = msg["content"]
+            if msg["msg_type"] == "stream" and isinstance(content, dict):
+                printed.append(str(content["text"]))
+
+        try:
+            reply = kc.execute_interactive(code, timeout=60, output_hook=collect)
+        finally:
+            kc.stop_channels()
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return "".join(printed)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _interactive_copy(source: Path, target: Path) -> None:
-    """Copy the notebook without outputs and without its teardown cells.
-
-    The teardown cells stop the chat server; here the box must stay usable so the browser
-    can chat through it after "Run All Cells". The kernel is shut down afterwards instead.
-    """
-    notebook = json.loads(source.read_text("utf-8"))
-    notebook["cells"] = [c for c in notebook["cells"]
-                         if "teardown" not in c.get("metadata", {}).get("tags", [])]
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code":
-            cell["outputs"], cell["execution_count"] = [], None
-    notebook["metadata"].pop("widgets", None)
-    target.write_text(json.dumps(notebook), "utf-8")
 
 
 def _our_processes(marker: str) -> list[int]:
@@ -86,17 +95,23 @@ def _our_processes(marker: str) -> list[int]:
     return pids
 
 
+def _settings(folder: Path) -> None:
+    """JupyterLab user settings: no autosave (the notebook on disk stays as committed)."""
+    docmanager = folder / "@jupyterlab" / "docmanager-extension"
+    docmanager.mkdir(parents=True)
+    (docmanager / "plugin.jupyterlab-settings").write_text(json.dumps({"autosave": False}))
+
+
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    """JupyterLab on a temporary copy of notebook 04, stopped with its kernels afterwards."""
+    """JupyterLab on the repository (as `make lab` serves it), stopped with its kernels after."""
     require_chromium()
-    root, config = tmp_path / "notebooks", tmp_path / "jupyter-config"
-    root.mkdir()
+    root, config = make_lab_root(), tmp_path / "jupyter-config"
     (config / "labconfig").mkdir(parents=True)
     # No "get Jupyter news?" pop-up over the notebook (and no network fetch for it).
     (config / "labconfig" / "page_config.json").write_text(json.dumps(
         {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-    _interactive_copy(NOTEBOOK, root / NOTEBOOK.name)
+    _settings(tmp_path / "settings")
     runtime = tmp_path / "jupyter-runtime"
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config), JUPYTER_RUNTIME_DIR=str(runtime),
                JUPYTER_DATA_DIR=str(tmp_path / "jupyter-data"),
@@ -126,7 +141,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         yield server
     finally:
         try:
-            server.api("POST", "/api/shutdown")  # shuts its kernels down too
+            server.api("POST", "/api/shutdown")  # shuts its kernels down too (gracefully)
         except (urllib.error.URLError, ConnectionError):
             process.send_signal(signal.SIGTERM)
         try:
@@ -141,57 +156,161 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         for pid in leftovers:
             os.kill(pid, signal.SIGKILL)
         assert leftovers == [], "kernel processes outlived the Jupyter server"
+        left = [str(p) for p in server.must_vanish if p.exists()]
+        assert left == [], "the notebook's kernel shutdown left these behind"
+
+
+# A reply that waits until the test opens the gate: typing while it is pending is checked
+# without racing the clock.
+_GATED = """
+import os as _os, time as _time
+
+class _Gated:
+    def __init__(self, inner, gate):
+        self.inner, self.gate = inner, gate
+
+    def _wait(self):
+        deadline = _time.monotonic() + 60
+        while not _os.path.exists(self.gate) and _time.monotonic() < deadline:
+            _time.sleep(0.05)
+
+    def reply(self, history):
+        self._wait()
+        return self.inner.reply(history)
+
+    def stream(self, history):
+        self._wait()
+        yield from self.inner.stream(history)
+
+_echo = app.extensions["securechat.responder"]
+app.extensions["securechat.responder"] = _Gated(_echo, {gate!r})
+"""
+
+
+def _run_all(page: Page) -> float:
+    """Run → Run All Cells from the menu; return the seconds until the kernel is idle again."""
+    started = time.perf_counter()
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+    # The last code cell has run ("[n]:", not "[*]:"), and the kernel is idle again.
+    last_prompt = page.locator(".jp-CodeCell").last.locator(".jp-InputPrompt")
+    expect(last_prompt).to_have_text(re.compile(r"\[\d+\]:"))
+    expect(page.get_by_text(IDLE)).to_be_visible()
+    return time.perf_counter() - started
+
+
+def _chat_by_typing(page: Page, chat: Locator, tmp_path: Path) -> None:
+    """Type an XSS payload with a Shift+Enter line break, press Enter, then use Send."""
+    box = chat.locator("textarea.securechat-input")
+    expect(box).to_be_enabled()
+    box.scroll_into_view_if_needed()
+    box.click()
+    page.keyboard.insert_text('<img src=x onerror="window.pwned=1"> typed in the browser')
+    page.keyboard.press("Shift+Enter")  # a new line in the box, not "run cell"
+    page.keyboard.insert_text("second line")
+    started = time.perf_counter()
+    page.keyboard.press("Enter")
+    reply = chat.locator(".securechat-assistant").filter(has_text="typed in the browser")
+    expect(reply).to_be_visible()
+    print(f"\n[jupyterlab] Enter to reply: {(time.perf_counter() - started) * 1000:.0f} ms")
+
+    # Shown as characters, with the Shift+Enter line break kept (a <br> after escaping).
+    assert reply.locator("p").inner_text() == (
+        'Echo: <img src=x onerror="window.pwned=1"> typed in the browser\nsecond line')
+    expect(chat.locator(".securechat-user").filter(has_text="second line")).to_have_count(1)
+    expect(box).to_have_value("")
+    expect(box).to_be_focused()
+    assert chat.locator(".securechat-msg img").count() == 0
+    assert page.evaluate("() => window.pwned") is None
+
+    # The Send button does the same as Enter.
+    box.fill("**sent** with the button")
+    chat.locator("button.securechat-send").click()
+    sent = chat.locator(".securechat-assistant").filter(has_text="with the button")
+    expect(sent.locator("strong")).to_have_text("sent")  # Markdown, rendered safely
+    expect(box).to_have_value("")
+    box.scroll_into_view_if_needed()
+    screenshot(page, "jupyterlab.png", tmp_path)
+
+
+def _type_while_a_reply_is_pending(lab: Lab, kernel: str, page: Page, chat: Locator,
+                                   tmp_path: Path) -> None:
+    gate = tmp_path / "reply-gate"
+    lab.run_in_kernel(kernel, _GATED.format(gate=str(gate)))
+    box, send = chat.locator("textarea.securechat-input"), chat.locator("button.securechat-send")
+    box.click()
+    page.keyboard.insert_text("a slow question")
+    page.keyboard.press("Enter")
+    expect(send).to_be_disabled()  # the reply is pending...
+    expect(box).to_be_editable()  # ...and the box still takes what is typed
+    page.keyboard.insert_text("typed while waiting")
+    page.keyboard.press("Enter")  # sending waits for the reply: nothing is sent, nothing lost
+    expect(box).to_have_value("typed while waiting")
+    gate.touch()
+    expect(chat.locator(".securechat-assistant")
+           .filter(has_text="Echo: a slow question")).to_be_visible()
+    expect(send).to_be_enabled()
+    expect(box).to_have_value("typed while waiting")  # the reply did not wipe it
+    expect(chat.locator(".securechat-user")
+           .filter(has_text="typed while waiting")).to_have_count(0)
+    page.keyboard.press("Enter")
+    expect(chat.locator(".securechat-assistant")
+           .filter(has_text="Echo: typed while waiting")).to_be_visible()
+    expect(box).to_have_value("")
+    lab.run_in_kernel(kernel, 'app.extensions["securechat.responder"] = _echo')
+
+
+def _delete_asks_first(chat: Locator) -> None:
+    chat.get_by_role("button", name="Delete", exact=True).first.click()
+    question = chat.get_by_text(re.compile(r"and all its messages\?"))
+    expect(question).to_be_visible()
+    expect(question).to_contain_text("\u2018This is a second conversation.\u2019")
+    chat.get_by_role("button", name="Cancel").click()
+    expect(question).to_have_count(0)
+
+
+def _focus_follows_what_the_person_clicked(chat: Locator) -> None:
+    # A conversation picked in the dropdown: the cursor goes to the message box.
+    chat.locator("select").select_option(label="Hello! What can you do?")
+    expect(chat.locator(".securechat-user").filter(has_text="Hello! What can you do?")
+           ).to_be_visible()
+    expect(chat.locator("textarea.securechat-input")).to_be_focused()
+    # Log out, log in again with the form: the cursor is in the message box again.
+    chat.get_by_role("button", name="Log out").click()
+    chat.get_by_placeholder("3-32 of").fill("ada")
+    chat.get_by_placeholder("at least 8").fill(PASSWORD)
+    chat.get_by_role("button", name="Log in").click()
+    expect(chat.locator("textarea.securechat-input")).to_be_focused()
 
 
 def test_chat_in_jupyterlab(lab: Lab, tmp_path: Path) -> None:
     before = hashlib.sha256(NOTEBOOK.read_bytes()).hexdigest()
+    path = NOTEBOOK.relative_to(lab.root).as_posix()
     # A session made first: JupyterLab then attaches to its kernel instead of asking which one.
-    lab.api("POST", "/api/sessions", {"path": NOTEBOOK.name, "name": NOTEBOOK.name,
-                                      "type": "notebook", "kernel": {"name": "python3"}})
+    session = json.loads(lab.api("POST", "/api/sessions", {
+        "path": path, "name": NOTEBOOK.name, "type": "notebook", "kernel": {"name": "python3"}}))
+    kernel = session["kernel"]["id"]
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.set_default_timeout(SLOW_MS)
-        page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?reset&token={lab.token}")
+        page.goto(f"{lab.url}/lab/tree/{path}?reset&token={lab.token}")
         expect(page.locator(".jp-Notebook .jp-Cell").first).to_be_visible()
         expect(page.get_by_text(IDLE)).to_be_visible()
+        # Opening it did not change it: the tab shows no unsaved-changes mark.
+        tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text=NOTEBOOK.name)
+        expect(tab).to_have_count(1)
+        expect(tab).not_to_have_class(re.compile(r"\bjp-mod-dirty\b"))
 
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
-        # The last code cell has run ("[n]:", not "[*]:"), and the kernel is idle again.
-        last_prompt = page.locator(".jp-CodeCell").last.locator(".jp-InputPrompt")
-        expect(last_prompt).to_have_text(re.compile(r"\[\d+\]:"))
-        expect(page.get_by_text(IDLE)).to_be_visible()
-        box = page.locator("textarea.securechat-input")
-        expect(box).to_be_enabled()
+        print(f"\n[jupyterlab] Run All Cells of {NOTEBOOK.name}: {_run_all(page):.1f} s")
+        lab.must_vanish.append(Path(lab.run_in_kernel(kernel, "print(workdir.name)").strip()))
+        # The notebook ends with the box, live and logged in.
+        chat = page.locator(".jp-CodeCell").last.locator(".jp-OutputArea")
+        expect(chat.get_by_text("Signed in as")).to_be_visible()
 
-        box.scroll_into_view_if_needed()
-        box.click()
-        page.keyboard.insert_text('<img src=x onerror="window.pwned=1"> typed in the browser')
-        page.keyboard.press("Shift+Enter")  # a new line in the box, not "run cell"
-        page.keyboard.insert_text("second line")
-        started = time.perf_counter()
-        page.keyboard.press("Enter")
-        reply = page.locator(".securechat-assistant").filter(has_text="typed in the browser")
-        expect(reply).to_be_visible()
-        elapsed = time.perf_counter() - started
-        print(f"\n[jupyterlab] Enter to reply: {elapsed * 1000:.0f} ms")
-
-        # Shown as characters, with the Shift+Enter line break kept (a <br> after escaping).
-        assert reply.locator("p").inner_text() == (
-            'Echo: <img src=x onerror="window.pwned=1"> typed in the browser\nsecond line')
-        expect(page.locator(".securechat-user").filter(has_text="second line")).to_have_count(1)
-        expect(box).to_have_value("")
-        expect(box).to_be_enabled()
-        assert page.locator(".securechat-msg img").count() == 0
+        _chat_by_typing(page, chat, tmp_path)
+        _type_while_a_reply_is_pending(lab, kernel, page, chat, tmp_path)
+        _delete_asks_first(chat)
+        _focus_follows_what_the_person_clicked(chat)
         assert page.evaluate("() => window.pwned") is None
-
-        # The Send button does the same as Enter.
-        box.fill("**sent** with the button")
-        page.locator("button.securechat-send").click()
-        sent = page.locator(".securechat-assistant").filter(has_text="with the button")
-        expect(sent.locator("strong")).to_have_text("sent")  # Markdown, rendered safely
-        expect(box).to_have_value("")
-        box.scroll_into_view_if_needed()
-        screenshot(page, "jupyterlab.png", tmp_path)
         page.close()
     assert hashlib.sha256(NOTEBOOK.read_bytes()).hexdigest() == before

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -70,3 +74,67 @@ def test_start_twice_refused(app: Flask) -> None:
 def test_url_before_start_is_an_error(app: Flask) -> None:
     with pytest.raises(SecureChatError):
         _ = BackgroundServer(app).url
+
+
+# --- stopped even when nobody calls stop() ---------------------------------------------
+
+# Run in a fresh interpreter: serve, then exit (or drop the server) without calling stop().
+_LEFT_RUNNING = """
+import gc, json, shutil, sys, tempfile, threading
+from pathlib import Path
+
+from securechat import BackgroundServer, ChatClient, create_app
+
+report, how = Path(sys.argv[1]), sys.argv[2]
+workdir = Path(tempfile.mkdtemp(prefix="securechat-finalizer-"))
+
+
+def on_stop():
+    # What is left of the server when it says it stopped: no thread of it may remain.
+    threads = [t.name for t in threading.enumerate() if t.name.startswith("securechat-server")]
+    shutil.rmtree(workdir)
+    report.write_text(json.dumps({"threads": threads}))
+
+
+app = create_app({"KDF_LOG_N": 10}, instance_path=workdir / "instance",
+                 environ={}, dotenv_path=None)
+server = BackgroundServer(app, on_stop=on_stop).start()
+with ChatClient(server.url) as client:
+    client.register("leaver", "correct horse battery")
+print(workdir, server.port, flush=True)
+if how == "dropped":
+    del server
+    gc.collect()
+    print("after-drop", report.exists(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "dropped"])
+def test_a_server_left_running_is_stopped_and_cleaned_up(tmp_path: Path, how: str) -> None:
+    report = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, "-c", _LEFT_RUNNING, str(report), how],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no "Exception ignored in ..." from the finalizer
+    workdir, port = done.stdout.split()[:2]
+    if how == "dropped":  # stopped when the last reference went, not only at exit
+        assert done.stdout.split()[2:] == ["after-drop", "True"]
+    assert json.loads(report.read_text()) == {"threads": []}
+    assert not Path(workdir).exists()
+    assert not port_is_open(int(port))
+
+
+def test_on_stop_runs_after_the_threads_are_joined(app: Flask) -> None:
+    seen: list[list[str]] = []
+
+    def on_stop() -> None:
+        seen.append([t.name for t in threading.enumerate() if t.name.startswith(prefix)])
+
+    server = BackgroundServer(app, name="on-stop-check", on_stop=on_stop).start()
+    prefix = f"on-stop-check-{server.port}"
+    assert any(t.name == prefix for t in threading.enumerate())
+    with ChatClient(server.url) as client:
+        assert client.health()
+    server.stop()
+    server.stop()  # once only
+    assert seen == [[]]

@@ -243,11 +243,13 @@ def test_input_disabled_and_thinking_while_waiting(make_user: Callable[..., Chat
     assert seen == {"input": True, "picker": True, "thinking": "<i>thinking…</i>", "shown": None}
     assert not box.input.disabled and not box.picker.disabled
     assert box.thinking.layout.display == "none"
-    # Enter while disabled does nothing (a second message cannot overtake the first), and
-    # a message that is not a well-formed submit is ignored.
+    # Enter while disabled sends nothing (a second message cannot overtake the first): the
+    # text goes back into the box. A message that is not a well-formed submit is ignored.
     box.input.disabled = True
-    box.input._handle_custom_msg({"type": "submit", "text": "ignored"}, [])
+    box.input._handle_custom_msg({"type": "submit", "text": "not yet"}, [])
+    assert box.input.value == "not yet"
     box.input.disabled = False
+    box.input.value = ""
     for odd in ({"type": "submit", "text": 42}, {"type": "other", "text": "x"}, ["submit"]):
         box.input._handle_custom_msg(odd, [])
     assert len(box.messages) == 2
@@ -474,10 +476,176 @@ def test_new_and_delete_buttons(make_user: Callable[..., ChatClient]) -> None:
     box.send("two")
     assert [title for title, _ in box.conversations()] == ["two", "one"]
     box.delete_button.click()
+    box.confirm_delete_button.click()
     assert [title for title, _ in box.conversations()] == ["one"]
     assert box.transcript() == "user: one\nassistant: Echo: one"
     assert box.new_conversation("titled") is not None
     assert box.conversations()[0][0] == "titled" and box.messages == []
+    box.close()
+
+
+def test_delete_button_asks_first(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.send('<img src=x onerror="window.pwned=1"> title')  # the first message names it
+    box.send("second message")
+    shown = box.conversation_id
+    assert box.confirm_row.layout.display == "none"
+    box.delete_button.click()
+    # Nothing is gone yet: a row asks, naming the conversation (escaped, never markup).
+    assert box.confirm_row.layout.display is None
+    assert [c["id"] for c in box.client.conversations()] == [shown]
+    assert box.confirm_text.value.startswith(
+        "Delete <b>\u2018&lt;img src=x onerror=&quot;window.pwned=1&quot;&gt; title"
+        "\u2019</b> and all its messages?")
+    assert "<img" not in box.confirm_text.value
+    box.cancel_delete_button.click()
+    assert box.confirm_row.layout.display == "none" and box.confirm_text.value == ""
+    assert [c["id"] for c in box.client.conversations()] == [shown]
+    assert box.conversation_id == shown and len(box.messages) == 4
+    # Asked, then confirmed: deleted.
+    box.delete_button.click()
+    box.confirm_delete_button.click()
+    assert box.client.conversations() == [] and box.conversation_id is None
+    assert box.confirm_row.layout.display == "none"
+    box.close()
+
+
+def test_a_pending_confirmation_is_dropped_when_leaving_the_conversation(
+        make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.send("first")
+    first = box.conversation_id
+    box.new_button.click()
+    box.send("second")
+    box.delete_button.click()  # asks about "second"...
+    assert box.confirm_row.layout.display is None
+    box.picker.value = first  # ...then the person picks another conversation
+    assert box.confirm_row.layout.display == "none"
+    box.confirm_delete_button.click()  # a stale click deletes nothing
+    assert len(box.client.conversations()) == 2
+    box.delete_button.click()
+    box.new_button.click()
+    assert box.confirm_row.layout.display == "none"
+    box.delete_button.click()  # a draft: nothing to ask about
+    assert box.confirm_row.layout.display == "none"
+    box.close()
+
+
+def test_delete_from_code_is_direct(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.send("gone at once")
+    assert box.delete_conversation() is True
+    assert box.client.conversations() == [] and box.confirm_row.layout.display == "none"
+    box.close()
+
+
+# --- the cursor goes to the message box after what the person clicked -----------------
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every message the widgets send towards the browser: (model id, type, data)."""
+    log: list[tuple[str, str, dict[str, Any]]] = []
+
+    def record(self: comm.base_comm.BaseComm, msg_type: str, data: Any = None,
+               *_args: Any, **_kwargs: Any) -> None:
+        log.append((self.comm_id, msg_type, data or {}))
+
+    monkeypatch.setattr(comm.DummyComm, "publish_msg", record)
+    return log
+
+
+def focus_requests(sent: list[tuple[str, str, dict[str, Any]]], box: ChatBox) -> int:
+    return sum(1 for model, _kind, data in sent if model == box.input.model_id
+               and data.get("method") == "custom" and data.get("content") == {"type": "focus"})
+
+
+def value_updates(sent: list[tuple[str, str, dict[str, Any]]], box: ChatBox) -> list[str]:
+    return [data["state"]["value"] for model, _kind, data in sent
+            if model == box.input.model_id and data.get("method") == "update"
+            and "value" in data.get("state", {})]
+
+
+def test_focus_after_login_register_new_and_picking(
+        client: ChatClient, sent: list[tuple[str, str, dict[str, Any]]]) -> None:
+    box = ChatBox(client)
+    box.username.value, box.password.value = "focused", PASSWORD
+    box.register_button.click()
+    assert box.logged_in and focus_requests(sent, box) == 1
+    box.send("first")
+    first = box.conversation_id
+    box.new_button.click()
+    assert focus_requests(sent, box) == 2
+    box.send("second")
+    box.picker.value = first  # picked in the dropdown
+    assert box.conversation_id == first and focus_requests(sent, box) == 3
+    box.logout_button.click()
+    box.username.value, box.password.value = "focused", "wrong password"
+    box.login_button.click()
+    assert focus_requests(sent, box) == 3  # a failed login keeps the cursor in the form
+    box.username.value, box.password.value = "focused", PASSWORD
+    box.login_button.click()
+    assert focus_requests(sent, box) == 4
+    box.close()
+
+
+def test_no_focus_when_driven_from_code(
+        client: ChatClient, sent: list[tuple[str, str, dict[str, Any]]]) -> None:
+    # In a notebook the cursor must stay where the reader is: Shift+Enter runs the next cell.
+    box = ChatBox(client)
+    assert box.register("coded", PASSWORD)
+    box.send("one")
+    first = box.conversation_id
+    assert first is not None
+    box.new_draft()
+    box.send("two")
+    assert box.switch(first)
+    box.logout()
+    assert box.login("coded", PASSWORD)
+    assert focus_requests(sent, box) == 0
+    box.close()
+
+
+# --- typing while a reply is on its way ----------------------------------------------
+
+def test_the_box_stays_editable_while_a_reply_is_pending() -> None:
+    from securechat.widgets import _INPUT_ESM
+
+    # Only sending waits: the textarea is never disabled, the Send button is.
+    assert "box.disabled" not in _INPUT_ESM
+    assert "send.disabled = model.get(\"disabled\")" in _INPUT_ESM
+
+
+def test_a_sent_message_never_syncs_back_over_newer_typing(
+        make_user: Callable[..., ChatClient], sent: list[tuple[str, str, dict[str, Any]]]) -> None:
+    box = logged_in_box(make_user)
+    # Enter in the browser: the text comes in a submit message, the browser empties its box.
+    box.input._handle_custom_msg({"type": "submit", "text": "typed and sent"}, [])
+    assert box.transcript() == "user: typed and sent\nassistant: Echo: typed and sent"
+    # Python never echoed the text into `value`, nor cleared it when the reply landed:
+    # whatever the person typed meanwhile is left alone.
+    assert value_updates(sent, box) == []
+    assert box.input.value == ""
+    box.close()
+
+
+def test_a_message_that_was_not_sent_is_given_back(
+        server: BackgroundServer, make_user: Callable[..., ChatClient],
+        sent: list[tuple[str, str, dict[str, Any]]]) -> None:
+    box = logged_in_box(make_user)
+    server.stop()
+    box.input._handle_custom_msg({"type": "submit", "text": "not delivered"}, [])
+    # One update: the text, back into the box (the browser puts newer typing after it).
+    assert value_updates(sent, box) == ["not delivered"]
+    assert box.messages == []
+    box.close()
+
+
+def test_a_submit_while_busy_is_given_back(
+        make_user: Callable[..., ChatClient], sent: list[tuple[str, str, dict[str, Any]]]) -> None:
+    box = logged_in_box(make_user)
+    box.input.disabled = True  # a reply is pending
+    box.input._handle_custom_msg({"type": "submit", "text": "too early"}, [])
+    assert box.messages == [] and value_updates(sent, box) == ["too early"]
     box.close()
 
 
@@ -546,6 +714,8 @@ def test_display_and_close(make_user: Callable[..., ChatClient]) -> None:
     bundle = box._repr_mimebundle_()
     data = bundle[0] if isinstance(bundle, tuple) else bundle
     assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == box.root.model_id
+    # What a saved notebook keeps as text: who and where, never the chat (the bubbles' HTML).
+    assert data["text/plain"] == repr(box) and "hi" not in data["text/plain"]
     widgets = [box.root, box.input, box.picker, box.message_list, *box.message_list.children]
     box.close()
     assert all(widget.comm is None for widget in widgets)
