@@ -41,14 +41,15 @@ def serve(host: str, port: int, instance: str | None, threads: int = 32) -> int:
     except ConfigError as e:
         print(f"securechat: refusing to start: {e}", file=sys.stderr)
         return 2
-    bound_port = server.socket.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"securechat listening on http://{shown}:{bound_port} (instance {app.instance_path})",
-          flush=True)
-    # Installed explicitly: a process started with SIGINT ignored (a script, nohup, some
-    # service managers) would otherwise never stop on Ctrl-C.
+    # Installed explicitly, and before anyone is told we listen: a process started with
+    # SIGINT ignored (a script, nohup, some service managers) would never stop on Ctrl-C.
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        # Inside the try: a signal right after this line must still stop cleanly.
+        bound_port = server.socket.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"securechat listening on http://{shown}:{bound_port} "
+              f"(instance {app.instance_path})", flush=True)
         server.run()
     except KeyboardInterrupt:
         pass

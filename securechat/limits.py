@@ -122,8 +122,8 @@ class LoginGuard:
 
 
 def _refuse(wait: int) -> NoReturn:
-    fail(429, "rate_limited", f"Too many login attempts; try again in {wait} seconds.",
-         {"Retry-After": str(wait)})
+    # The same words as every other 429; clients say how long to wait from Retry-After.
+    fail(429, "rate_limited", "Too many requests; slow down.", {"Retry-After": str(wait)})
 
 
 def login_attempt(username: object) -> contextlib.AbstractContextManager[None]:
