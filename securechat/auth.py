@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from itsdangerous import BadSignature, Signer
 
-from . import capacity, crypto, limits, store
+from . import capacity, crypto, limits, scrub, store
 from .api import fail, json_body, optional_json_body, string_field
 from .errors import DecryptionError
 
@@ -107,6 +107,7 @@ def load_session() -> bool:
     idle, absolute = cfg["SESSION_IDLE_TIMEOUT"], cfg["SESSION_ABSOLUTE_TIMEOUT"]
     if t - session.last_seen > idle or t - session.created_at > absolute:
         store.delete_session(db, digest)
+        scrub.now(db)
         g.session_expired = True
         return False
     try:
@@ -197,15 +198,16 @@ def _unlock(username: str, password: str) -> tuple[store.User, bytes] | None:
         return None
 
 
-def _upgrade_kdf(user: store.User, password: str, data_key: bytes) -> None:
+def _upgrade_kdf(user: store.User, password: str, data_key: bytes) -> bool:
     """Re-wrap the data key when it was wrapped at a lower cost than configured."""
     wanted = kdf_params()
     if not crypto.KdfParams.decode(user.kdf).weaker_than(wanted):
-        return
+        return False
     salt = os.urandom(16)
     kek = _derive(password, salt, wanted)
     wrapped = crypto.seal(kek, data_key, _user_key_ad(user.id))
     store.rewrap_user_key(store.get_db(), user.id, wanted.encode(), salt, wrapped)
+    return True
 
 
 @bp.post("/login")
@@ -218,7 +220,7 @@ def login() -> Response:
         if unlocked is None:
             fail(401, "invalid_credentials", "Wrong username or password.")
     user, data_key = unlocked
-    _upgrade_kdf(user, password, data_key)
+    rewrapped = _upgrade_kdf(user, password, data_key)
     db = store.get_db()
     earlier = _presented_token()
     if earlier is not None:
@@ -228,10 +230,12 @@ def login() -> Response:
     wrapped = crypto.seal(crypto.session_wrap_key(token), data_key, _session_key_ad(user.id))
     store.create_session(db, crypto.token_hash(token), user.id, wrapped, t)
     cfg = current_app.config
-    store.delete_stale_sessions(db, t - cfg["SESSION_IDLE_TIMEOUT"],
-                                t - cfg["SESSION_ABSOLUTE_TIMEOUT"])
+    ended = store.delete_stale_sessions(db, t - cfg["SESSION_IDLE_TIMEOUT"],
+                                        t - cfg["SESSION_ABSOLUTE_TIMEOUT"])
     # A bounded number of live sessions per user: logging in in a loop cannot grow them.
-    store.keep_recent_sessions(db, user.id, int(cfg["MAX_SESSIONS_PER_USER"]))
+    ended += store.keep_recent_sessions(db, user.id, int(cfg["MAX_SESSIONS_PER_USER"]))
+    if rewrapped or earlier is not None or ended:
+        scrub.now(db)  # the old wraps are gone from every file before the answer
     response = jsonify(username=user.username, csrf_token=crypto.csrf_token(token))
     response.set_cookie(
         cookie_name(), _signer().sign(token).decode("ascii"),
@@ -255,6 +259,7 @@ def logout() -> Response:
     if load_session():
         check_csrf()
         store.delete_session(store.get_db(), g.token_digest)
+        scrub.now(store.get_db())  # nothing of the session left in any file
     response = Response(status=204)
     response.delete_cookie(cookie_name(), path="/", httponly=True, samesite="Lax",
                            secure=bool(current_app.config["HTTPS"]))

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
-from . import capacity, crypto, sse, store
+from . import capacity, crypto, scrub, sse, store
 from .api import (
     ApiException,
     fail,
@@ -100,6 +100,7 @@ def delete(conv_id: str) -> Response:
     """Delete a conversation and all its messages."""
     if not store.delete_conversation(store.get_db(), g.user_id, conv_id):
         fail(404, "not_found", "No such conversation.")
+    scrub.now(store.get_db())  # its ciphertext leaves the -wal file too
     return Response(status=204)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app, g
 
+from . import scrub
 from .errors import ConfigError
 
 SCHEMA_VERSION = 2
@@ -209,9 +210,12 @@ def init_app(app: Flask) -> None:
         now = float((app.config.get("CLOCK") or time.time)())
         delete_stale_sessions(conn, now - app.config["SESSION_IDLE_TIMEOUT"],
                               now - app.config["SESSION_ABSOLUTE_TIMEOUT"])
+        # Whatever an earlier run deleted, its old pages leave the -wal file now.
+        scrub.checkpoint(conn)
     finally:
         conn.close()
     app.extensions["securechat.db"] = Pool(path)
+    app.extensions["securechat.scrubber"] = scrub.Scrubber(lambda: connect(path))
     app.teardown_appcontext(_close_db)
 
 
