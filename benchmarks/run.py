@@ -15,10 +15,10 @@ from pathlib import Path
 
 import securechat
 
-from . import history, inprocess, loopback, notebooks
+from . import history, inprocess, loopback, notebooks, slow_readers
 from .report import REPO_ROOT, Table, command_line, document
 
-SECTIONS = ("inprocess", "http", "history", "crypto", "login", "notebooks")
+SECTIONS = ("inprocess", "http", "history", "crypto", "login", "slow", "notebooks")
 FULL = {"messages": "100,10000,100000", "requests": 3000, "clients": "1,4,16",
         "duration": 30.0, "page_reps": 200, "crypto_reps": 20000, "login_reps": 5}
 QUICK = {"messages": "100,1000", "requests": 300, "clients": "1,4", "duration": 10.0,
@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
                    f"[{FULL['login_reps']}]")
     p.add_argument("--login-concurrency", type=int, default=8,
                    help="logins sent at once for the memory peak [8, serve's threads]")
+    p.add_argument("--slow-sends", type=int, default=100,
+                   help="messages of 31,000 characters sent before the slow-reader section "
+                   "(each stores two) [100: a full page]")
     p.add_argument("--notebooks", default="notebooks/*.ipynb",
                    help="glob of notebooks to execute, relative to the repository "
                    "[notebooks/*.ipynb]")
@@ -108,6 +111,10 @@ def run(args: argparse.Namespace, work: Path) -> list[Table]:
             done(memory)
     if "http" in args.sections:
         done(loopback.http_load(work, args.clients, args.requests, args.duration)[0])
+    if "slow" in args.sections:
+        table, found = slow_readers.slow_readers(work, args.slow_sends)
+        metrics |= found
+        done(table)
     if "notebooks" in args.sections:
         # An absolute pattern stays absolute when joined; a relative one is the repository's.
         found = glob.glob(str(REPO_ROOT / args.notebooks)) if args.notebooks else []

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import logging
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Request, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
@@ -62,6 +63,19 @@ def fail(status: int, code: str, message: str,
 def busy(message: str, retry_after: int) -> NoReturn:
     """Answer 503 with ``Retry-After``: the server is at capacity, try again shortly."""
     fail(503, "unavailable", message, {"Retry-After": str(max(1, int(retry_after)))})
+
+
+class InMemoryRequest(Request):
+    """A request whose uploaded files stay in memory (bodies are capped), never on disk.
+
+    werkzeug spools a multipart file over 500 KiB to a temporary file; no route reads
+    one, but nothing anyone sent may reach the disk in the clear if one ever does.
+    """
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
+                         filename: str | None = None,
+                         content_length: int | None = None) -> BinaryIO:
+        return io.BytesIO()
 
 
 class SafeJSONProvider(DefaultJSONProvider):

@@ -61,6 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None,
     app.config.update(settings.build_config(instance, env, overrides))
     app.debug = False
     app.json = api.SafeJSONProvider(app)
+    app.request_class = api.InMemoryRequest
     app.extensions["securechat.responder"] = make_responder(app.config)
     capacity.init_app(app)
     store.init_app(app)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TITLE = "New conversation"
 MAX_TITLE = 200
 DEFAULT_PAGE, MAX_PAGE = 50, 200
+PAGE_MAX_CHARS = 256 * 1024  # a page may hold fewer than `limit` messages, never more text
 
 
 def responder() -> Responder:
@@ -123,10 +124,19 @@ def history(conv_id: str) -> Response:
     """One page of history, oldest to newest; ``next_before`` fetches the older page."""
     _own_conversation(conv_id)
     limit, before = _page_args()
-    rows = store.page_messages(store.get_db(), conv_id, limit, before)
-    oldest = rows[0].position if rows else 0
-    return jsonify(messages=[_message_json(conv_id, m) for m in rows],
-                   next_before=str(oldest) if oldest > 0 else None)
+    # Newest first until the page holds PAGE_MAX_CHARS: a page (and the memory one slow
+    # reader can pin) stays a few MB even when every message is at its length limit.
+    page: list[dict[str, Any]] = []
+    chars, oldest = 0, 0
+    for row in store.newest_messages(store.get_db(), conv_id, limit, before):
+        message = _message_json(conv_id, row)
+        chars += len(message["content"])
+        if page and chars > PAGE_MAX_CHARS:
+            break
+        page.append(message)
+        oldest = row.position
+    page.reverse()
+    return jsonify(messages=page, next_before=str(oldest) if oldest > 0 else None)
 
 
 def _append(conv_id: str, role: str, content: str,

@@ -8,9 +8,9 @@ only 100 connections, which 100 idle half-sent requests fill. :func:`make_server
 
 * buffers that never reach the disk: every chunk of a response is at most
   :data:`CHUNK` bytes, waitress pauses the app once :data:`HIGH_WATERMARK` bytes wait for
-  a slow client, and a buffer only spills past :data:`OUTBUF_OVERFLOW`, which is above
-  both; request bodies are refused (413, JSON) past the app's limit and held in memory
-  below it;
+  a slow client (more than any JSON answer holds), and a buffer only spills past
+  :data:`OUTBUF_OVERFLOW`, which is above both; request bodies are refused (413, JSON)
+  past the app's limit and held in memory below it;
 * ``X-Forwarded-For`` passed to the app's ``ProxyFix`` when ``PROXY_FIX`` trusts proxies;
 * room for many connections (poll, not select), a short idle timeout, and at most
   ``MAX_CONNECTIONS_PER_ADDRESS`` open connections per client address (without a proxy).
@@ -32,7 +32,11 @@ from waitress.task import ErrorTask
 from .errors import ConfigError
 
 CHUNK = 256 * 1024  # largest piece of a response handed to waitress at once
-HIGH_WATERMARK = 1024 * 1024  # unsent bytes per connection before the app waits
+# Unsent bytes per connection before the app waits for the client. Above the largest
+# JSON answer (a history page is at most ~3 MB), so a worker thread hands any of them
+# over whole and moves on: a client that stops reading holds memory, never a thread.
+# Only longer streams (SSE replies) wait for their reader, with the data in memory.
+HIGH_WATERMARK = 4 * 1024 * 1024
 OUTBUF_OVERFLOW = 8 * 1024 * 1024  # > HIGH_WATERMARK + CHUNK + headers: never reached
 CONNECTION_LIMIT = 1000
 CHANNEL_TIMEOUT = 30  # seconds an idle (or stalled, half-sent) connection may stay open
@@ -149,6 +153,12 @@ def _channel(per_address: int) -> type[HTTPChannel]:
                 self.close()
 
     return Channel
+
+
+def no_core_dumps() -> None:
+    """Forbid core dumps of this process: one would hold decrypted data keys and messages."""
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def _raise_open_files_limit(wanted: int) -> None:

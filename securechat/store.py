@@ -387,11 +387,22 @@ def append_message(db: sqlite3.Connection, user_id: str, conv_id: str, msg_id: s
 def page_messages(db: sqlite3.Connection, conv_id: str, limit: int,
                   before: int | None = None) -> list[Message]:
     """Return up to ``limit`` messages before position ``before``, oldest first."""
-    if before is None:
-        before = 2**62
-    rows = db.execute(
+    return list(reversed(list(newest_messages(db, conv_id, limit, before))))
+
+
+def newest_messages(db: sqlite3.Connection, conv_id: str, limit: int,
+                    before: int | None = None) -> Iterator[Message]:
+    """Yield up to ``limit`` messages before position ``before``, newest first, one by one.
+
+    Rows are read as they are asked for: a caller that stops early reads no more.
+    """
+    cursor = db.execute(
         "SELECT id, position, role, content, created_at, status FROM messages"
         " WHERE conversation_id = ? AND position < ? ORDER BY position DESC LIMIT ?",
-        (conv_id, before, limit),
-    ).fetchall()
-    return [Message(*row) for row in reversed(rows)]
+        (conv_id, 2**62 if before is None else before, limit),
+    )
+    try:
+        for row in cursor:
+            yield Message(*row)
+    finally:
+        cursor.close()

@@ -455,3 +455,22 @@ def test_bodyless_routes_refuse_non_json_bodies(alice: ChatClient, path: str) ->
 def test_logout_accepts_an_empty_body(alice: ChatClient) -> None:
     assert raw(alice, "POST", "/api/logout", headers=csrf(alice)).status_code == 204
     assert_error(raw(alice, "GET", "/api/session"), 401)
+
+
+# --- bodies nested too deeply to parse -------------------------------------------------
+
+NESTED = b"[" * 100_000 + b"]" * 100_000  # well under 1 MiB; json.loads would recurse
+
+
+@pytest.mark.parametrize("route", ["register", "login", "logout", "create", "send", "reply"])
+def test_deeply_nested_json_is_a_400_on_every_body_route(
+        alice: ChatClient, route: str, caplog: pytest.LogCaptureFixture) -> None:
+    conv = alice.new_conversation()["id"]
+    path = {"register": "/api/register", "login": "/api/login", "logout": "/api/logout",
+            "create": "/api/conversations", "send": f"/api/conversations/{conv}/messages",
+            "reply": f"/api/conversations/{conv}/reply"}[route]
+    response = raw(alice, "POST", path, data=NESTED,
+                   headers={"Content-Type": "application/json", **csrf(alice)})
+    assert_error(response, 400, "invalid_json")
+    # A client mistake: no traceback, no error line in the server's log.
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= 40]

@@ -47,7 +47,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes, bytes
     argv = [sys.executable, "-m", "benchmarks", "--messages", ",".join(map(str, SIZES)),
             "--requests", "4", "--clients", ",".join(map(str, CLIENTS)), "--duration", "20",
             "--page-reps", "2", "--crypto-reps", "5", "--login-reps", "1",
-            "--login-concurrency", "2",
+            "--login-concurrency", "2", "--slow-sends", "2",
             "--notebooks", str(notebook), "--output", str(out)]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=280,
                           check=False)
@@ -65,7 +65,7 @@ def test_machine_is_described(results: tuple[str, bytes, bytes]) -> None:
 def test_every_section_has_a_well_formed_table(results: tuple[str, bytes, bytes]) -> None:
     tables = _tables(results[0])
     numbers = [title.split(".")[0] for title in tables]
-    assert numbers == ["Targets", "1", "2", "3", "4", "5", "6", "7"]
+    assert numbers == ["Targets", "1", "2", "3", "4", "5", "6", "7", "8"]
     by_number = {title.split(".")[0]: rows for title, rows in tables.items()}
     # Every measured cell is a positive number (how large is not this test's business).
     for number, columns in {"1": (1, 2, 3), "3": (2, 3, 4), "4": (1, 2), "5": (1, 2),
@@ -78,6 +78,9 @@ def test_every_section_has_a_well_formed_table(results: tuple[str, bytes, bytes]
     assert [(int(r[0]), r[1]) for r in by_number["3"][1:]] == [
         (s, page) for s in SIZES for page in ("newest", "middle")]
     assert "N=2^17, r=8, p=1" in by_number["5"][1][0]
+    # Slow readers: 0, 1, 10 and 50 stalled clients; the server's files stay its database's.
+    assert [int(r[0]) for r in by_number["8"][1:]] == [0, 1, 10, 50]
+    assert all("securechat.sqlite3" in r[4] and "#" not in r[4] for r in by_number["8"][1:])
 
 
 def test_http_rows_cover_every_level_without_errors(results: tuple[str, bytes, bytes]) -> None:
