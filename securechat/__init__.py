@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from .app import create_app
 from .client import ChatClient
-from .errors import ApiError, ConfigError, DecryptionError, SecureChatError
+from .errors import ApiError, ConfigError, DecryptionError, SecureChatError, TransportError
 from .server import BackgroundServer
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ __all__ = [
     "ConfigError",
     "DecryptionError",
     "SecureChatError",
+    "TransportError",
     "create_app",
 ]
 __version__ = "0.1.0"

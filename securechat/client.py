@@ -13,7 +13,7 @@ from urllib.parse import quote
 import requests
 
 from . import sse
-from .errors import ApiError
+from .errors import ApiError, TransportError
 from .responders import BackendBadResponse, BackendTimeout, BackendUnavailable
 
 CSRF_HEADER = "X-CSRF-Token"
@@ -22,9 +22,9 @@ CSRF_HEADER = "X-CSRF-Token"
 class ChatClient:
     """One long-lived HTTP session against a securechat server; it keeps the CSRF token.
 
-    Every failure raises :class:`securechat.ApiError` (a ``SecureChatError``) carrying
-    the server's error ``code`` and ``message``; ``code`` is ``"unreachable"`` or
-    ``"timeout"`` when the server could not be reached.
+    An error the server answers raises :class:`securechat.ApiError` (its ``status``,
+    ``code`` and ``message``); no usable answer at all (unreachable, timed out, broken)
+    raises :class:`securechat.TransportError`. Both are ``SecureChatError``.
     """
 
     def __init__(self, base_url: str, timeout: float = 30.0) -> None:
@@ -48,13 +48,13 @@ class ChatClient:
             return self.http.request(method, self.base_url + path, timeout=self.timeout,
                                      **kwargs)
         except requests.Timeout as e:
-            raise ApiError(0, "timeout", f"No answer from {self.base_url} in time.") from e
+            raise TransportError("timeout", f"No answer from {self.base_url} in time.") from e
         except requests.ConnectionError as e:
-            raise ApiError(0, "unreachable", f"Cannot reach {self.base_url}; is the "
+            raise TransportError("unreachable", f"Cannot reach {self.base_url}; is the "
                            "server running?") from e
         except requests.RequestException as e:
             # A malformed URL, a broken chunked answer, ...: still the package's error.
-            raise ApiError(0, "request_failed", f"The request to {self.base_url} failed: "
+            raise TransportError("request_failed", f"The request to {self.base_url} failed: "
                            f"{type(e).__name__}.") from e
 
     # --- account ------------------------------------------------------------------
@@ -135,8 +135,8 @@ class ChatClient:
         if not response.headers.get("Content-Type", "").startswith(sse.CONTENT_TYPE):
             with response:
                 _decoded(response)  # raises the server's ApiError
-                raise ApiError(response.status_code, "bad_response",
-                               "The server did not answer with an event stream.")
+                raise TransportError("bad_response",
+                                     "The server did not answer with an event stream.")
         return ReplyStream(response)
 
     def history_page(self, conversation_id: str, limit: int = 50,
@@ -208,14 +208,14 @@ class ReplyStream:
                     raise ApiError(_STREAM_ERROR_STATUS.get(error["code"], 502),
                                    error["code"], error["message"])
         except requests.Timeout as e:
-            raise ApiError(0, "timeout", "The server stopped sending the reply.") from e
+            raise TransportError("timeout", "The server stopped sending the reply.") from e
         except requests.RequestException as e:  # connection reset, broken chunking, ...
-            raise ApiError(0, "stream_broken", "The connection broke mid-reply.") from e
+            raise TransportError("stream_broken", "The connection broke mid-reply.") from e
         except (ValueError, KeyError, TypeError) as e:
-            raise ApiError(200, "bad_response", "The server sent an unreadable event.") from e
+            raise TransportError("bad_response", "The server sent an unreadable event.") from e
         finally:
             self.close()
-        raise ApiError(200, "stream_broken", "The event stream ended before the reply did.")
+        raise TransportError("stream_broken", "The event stream ended before the reply did.")
 
     def close(self) -> None:
         """Release the connection (the server keeps what was generated, marked incomplete)."""
@@ -244,7 +244,10 @@ def _decoded(response: requests.Response) -> Any:
         return None
     try:
         data = response.json()
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
+        if response.ok:
+            raise TransportError("bad_response", "The server did not answer JSON.") from e
+        # An error page from something in between (a proxy's HTML 502): keep its status.
         raise ApiError(response.status_code, "bad_response",
                        "The server did not answer JSON.") from e
     if not response.ok:

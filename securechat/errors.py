@@ -22,7 +22,7 @@ class DecryptionError(SecureChatError):
 
 
 class ApiError(SecureChatError):
-    """An error answered by the server (or raised while reaching it), with its JSON code.
+    """An error the server answered: its HTTP status (400-599), JSON ``code`` and message.
 
     ``retry_after`` is how many seconds the server asked the client to wait (its
     ``Retry-After`` header, e.g. on a 429), or None when it did not say.
@@ -30,8 +30,25 @@ class ApiError(SecureChatError):
 
     def __init__(self, status: int, code: str, message: str,
                  retry_after: float | None = None) -> None:
-        super().__init__(f"{message} ({code}, HTTP {status})" if status else f"{message} ({code})")
+        if not 400 <= status <= 599:
+            raise ValueError(f"an ApiError is an HTTP error status, not {status}")
+        super().__init__(f"{message} ({code}, HTTP {status})")
         self.status = status
         self.code = code
         self.message = message
         self.retry_after = retry_after
+
+
+class TransportError(SecureChatError):
+    """No usable answer came back, so there is no HTTP status to report.
+
+    ``code`` says what happened: ``unreachable`` (no connection), ``timeout`` (no answer in
+    time), ``stream_broken`` (a reply stopped mid-way), ``bad_response`` (an answer that is
+    not the API's: not JSON, not an event stream) or ``request_failed`` (anything else).
+    Whether the server stored a message sent this way is unknown.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code})")
+        self.code = code
+        self.message = message

@@ -24,7 +24,7 @@ import ipywidgets as w
 import traitlets
 
 from .client import ChatClient, ReplyStream
-from .errors import ApiError, SecureChatError
+from .errors import ApiError, SecureChatError, TransportError
 from .markdown import render_markdown
 
 log = logging.getLogger(__name__)
@@ -251,12 +251,12 @@ def wait_time(seconds: float) -> str:
 
 def describe_error(error: SecureChatError) -> str:
     """A readable sentence for an error, with what the person can do about it."""
+    if isinstance(error, TransportError):
+        return f"{error.message} Check the server, then try again."
     if not isinstance(error, ApiError):
         return str(error)
     wait = error.retry_after
     again = "Try again." if wait is None else f"Try again in {wait_time(wait)}."
-    if error.status == 0:
-        return f"{error.message} Check the server, then try again."
     if error.status == 429:
         return f"{error.message} {'Wait a moment, then try again.' if wait is None else again}"
     if error.status >= 500:
@@ -658,8 +658,8 @@ class ChatBox:
                     delivered = True
                     return self._receive(stream)
                 return self._settle(self.client.send(self.conversation_id, text)["reply"])
-            except ApiError as e:
-                if delivered or 500 <= e.status < 600:
+            except (ApiError, TransportError) as e:
+                if delivered or (isinstance(e, ApiError) and 500 <= e.status < 600):
                     # Stored before the backend failed: ask again rather than send it twice.
                     self.retry_button.layout.display = None
                 else:
@@ -679,8 +679,8 @@ class ChatBox:
         def action() -> dict[str, Any]:
             try:
                 return self._settle(self.client.retry(conversation_id)["reply"])
-            except ApiError as e:
-                if e.status == 0 or 500 <= e.status < 600:
+            except (ApiError, TransportError) as e:
+                if isinstance(e, TransportError) or 500 <= e.status < 600:
                     self.retry_button.layout.display = None
                 raise
 
@@ -704,7 +704,7 @@ class ChatBox:
                     elif time.monotonic() - drawn >= self.refresh_interval:
                         self._replace_last(partial)
                         drawn = time.monotonic()
-            except ApiError:
+            except (ApiError, TransportError):
                 # What arrived stays on screen, marked: the server kept it marked too.
                 if stream.text:
                     cut = {"role": "assistant", "content": stream.text, "incomplete": True}

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 import requests
 
-from securechat import ApiError, BackgroundServer, ChatClient, SecureChatError, create_app
+from securechat import (
+    ApiError,
+    BackgroundServer,
+    ChatClient,
+    SecureChatError,
+    TransportError,
+    create_app,
+)
 from securechat.client import retry_after
 from securechat.widgets import describe_error
 from tests.conftest import FAST
@@ -23,7 +30,7 @@ def test_unreachable_server_is_a_clear_error() -> None:
         port = s.getsockname()[1]  # bound but not listening: connection refused
         with (
             ChatClient(f"http://127.0.0.1:{port}", timeout=5) as client,
-            pytest.raises(ApiError) as info,
+            pytest.raises(TransportError) as info,
         ):
             client.login("someone", "password1")
     assert info.value.code == "unreachable" and "server running" in info.value.message
@@ -42,7 +49,7 @@ def silent_port() -> Iterator[int]:
 def test_timeout_is_a_clear_error(silent_port: int) -> None:
     with (
         ChatClient(f"http://127.0.0.1:{silent_port}", timeout=0.5) as client,
-        pytest.raises(ApiError) as info,
+        pytest.raises(TransportError) as info,
     ):
         client.health()
     assert info.value.code == "timeout"
@@ -97,9 +104,17 @@ def test_ids_are_quoted_in_paths(alice: ChatClient) -> None:
     assert info.value.status == 404 and info.value.code == "not_found"
 
 
+def test_api_errors_are_http_error_statuses_only() -> None:
+    # No status 0 or 200 pretending to be an answer: those are TransportErrors.
+    for status in (0, 200, 302, 600):
+        with pytest.raises(ValueError):
+            ApiError(status, "x", "y")
+    assert ApiError(503, "unavailable", "Busy.", retry_after=5).retry_after == 5
+
+
 @pytest.mark.parametrize("url", ["127.0.0.1:1", "http://[::1", "ftp://127.0.0.1/"])
 def test_malformed_urls_raise_the_package_error(url: str) -> None:
-    with ChatClient(url, timeout=5) as client, pytest.raises(ApiError) as info:
+    with ChatClient(url, timeout=5) as client, pytest.raises(TransportError) as info:
         client.health()
     assert info.value.code in ("request_failed", "unreachable")
 

@@ -15,7 +15,14 @@ from flask import Flask
 from hypothesis import given
 from hypothesis import strategies as st
 
-from securechat import ApiError, BackgroundServer, ChatBox, ChatClient, create_app
+from securechat import (
+    ApiError,
+    BackgroundServer,
+    ChatBox,
+    ChatClient,
+    TransportError,
+    create_app,
+)
 from securechat.widgets import describe_error, message_html, render_markdown
 from tests.conftest import FAST, PASSWORD
 from tests.fake_backend import Flaky
@@ -343,11 +350,11 @@ def test_reply_cut_short_is_marked_and_can_be_retried(
      "Too many requests; slow down. Wait a moment, then try again."),
     (ApiError(500, "internal_error", "Internal server error."),
      "The server could not answer: Internal server error. (HTTP 500). Try again."),
-    (ApiError(0, "timeout", "No answer in time."), "No answer in time. Check the server, then "
-     "try again."),
+    (TransportError("timeout", "No answer in time."), "No answer in time. Check the server, "
+     "then try again."),
 ])
-def test_api_errors_are_shown_inline(make_user: Callable[..., ChatClient], error: ApiError,
-                                     shown: str) -> None:
+def test_api_errors_are_shown_inline(make_user: Callable[..., ChatClient],
+                                     error: ApiError | TransportError, shown: str) -> None:
     box = logged_in_box(make_user, stream=False)
 
     def failing(conversation_id: str, content: str) -> dict[str, Any]:
@@ -357,7 +364,7 @@ def test_api_errors_are_shown_inline(make_user: Callable[..., ChatClient], error
     assert box.send("hi") is None
     assert box.error == shown
     assert not box.input.disabled
-    if error.status >= 500:  # the server had stored it: ask again instead of resending
+    if isinstance(error, ApiError) and error.status >= 500:  # stored: ask again, not resend
         assert box.input.value == "" and box.retry_button.layout.display is None
     else:  # not stored: back in the input
         assert box.input.value == "hi" and box.retry_button.layout.display == "none"
