@@ -11,7 +11,8 @@ from pathlib import Path
 from flask import Flask
 from flask.testing import FlaskClient
 
-from securechat import auth, crypto, store
+from securechat import crypto, records, store
+from securechat.server import sessions
 
 from .inprocess import DEFAULT_KDF, MESSAGE, PASSWORD, _expect, logged_in, securechat_app
 from .report import Table, percentile
@@ -23,15 +24,14 @@ USERNAME = "history"
 def data_key(user: store.User, password: str) -> bytes:
     """Unwrap a user's data key with their password (the same work a login does)."""
     kek = crypto.derive_kek(password, user.salt, crypto.KdfParams.decode(user.kdf))
-    return crypto.open_(kek, user.wrapped_key, crypto.record_ad("user-key", user=user.id))
+    return crypto.open_(kek, user.wrapped_key, records.user_key_ad(user.id))
 
 
 def _sealer(key: bytes, user_id: str, conv_id: str, role: str,
             text: str) -> Callable[[int], bytes]:
     def seal(position: int) -> bytes:
-        # The stored associated-data format (chat.py): a row sealed otherwise fails to open.
-        ad = crypto.record_ad("message", user=user_id, conversation=conv_id,
-                              position=position, role=role)
+        # The record format the server reads: a row sealed otherwise fails to open.
+        ad = records.message_ad(user_id, conv_id, position, role)
         return crypto.seal(key, text.encode("utf-8"), ad)
 
     return seal
@@ -48,7 +48,7 @@ def fill_conversation(app: Flask, username: str, password: str, conv_id: str,
             user = store.find_user(db, username)
             if user is None:
                 raise RuntimeError(f"no user {username!r}")
-            key, created = data_key(user, password), auth.iso()
+            key, created = data_key(user, password), sessions.iso()
             for i in range(count):
                 role = "user" if i % 2 == 0 else "assistant"
                 store.append_message(db, user.id, conv_id, uuid.uuid4().hex, role,

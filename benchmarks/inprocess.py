@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Flask
 from flask.testing import FlaskClient
 
-from securechat import create_app, crypto, store
-from securechat.auth import CSRF_HEADER
-from securechat.config import DEFAULTS
+from securechat import create_app, crypto, records, store
+from securechat.protocol import CSRF_HEADER
+from securechat.settings import Settings
 
 from .floor import create_floor_app
 from .report import Table
@@ -24,8 +24,7 @@ MESSAGE = "How private is this conversation, really? " * 2
 # Lowered only where no KDF runs in the timed part (the send path never derives a key).
 FAST_KDF = {"KDF_LOG_N": 10}
 NO_RATE_LIMIT = {"RATELIMIT_ENABLED": False}
-DEFAULT_KDF = crypto.KdfParams(int(DEFAULTS["KDF_LOG_N"]), int(DEFAULTS["KDF_R"]),
-                               int(DEFAULTS["KDF_P"]))
+DEFAULT_KDF = Settings().kdf_params()
 
 
 def timed(op: Callable[[], object], n: int, warmup: int = 20) -> float:
@@ -141,33 +140,32 @@ def crypto_per_message(n: int) -> Table:
     raw = AESGCM(key)
 
     def ad() -> bytes:
-        return crypto.record_ad("message", user="u" * 32, conversation="c" * 32,
-                                position=12345, role="user")
+        return records.message_ad("u" * 32, "c" * 32, 12345, "user")
 
     fixed_ad = ad()
     sealed, nonce = crypto.seal(key, data, fixed_ad), os.urandom(12)
     raw_ct = raw.encrypt(nonce, data, fixed_ad)
     token, user_id = crypto.new_token(), "u" * 32
     wrapped = crypto.seal(crypto.session_wrap_key(token), key,
-                          crypto.record_ad("session-key", user=user_id))
+                          records.session_key_ad(user_id))
 
     def session_load() -> None:
-        # What auth.load_session computes on every request, besides the database lookup.
+        # What sessions.load_session computes on every request, besides the database lookup.
         crypto.token_hash(token)
         crypto.open_(crypto.session_wrap_key(token), wrapped,
-                     crypto.record_ad("session-key", user=user_id))
+                     records.session_key_ad(user_id))
         crypto.csrf_token(token)
 
     cases = [
         ("raw AESGCM.encrypt (reused key object, random nonce)",
          lambda: raw.encrypt(os.urandom(12), data, fixed_ad), 0),
         ("securechat crypto.seal", lambda: crypto.seal(key, data, fixed_ad), 0),
-        ("securechat crypto.seal + record_ad (as chat does)",
+        ("securechat crypto.seal + records.message_ad (as the server does)",
          lambda: crypto.seal(key, data, ad()), 0),
         ("raw AESGCM.decrypt (reused key object)",
          lambda: raw.decrypt(nonce, raw_ct, fixed_ad), 3),
         ("securechat crypto.open_", lambda: crypto.open_(key, sealed, fixed_ad), 3),
-        ("securechat crypto.open_ + record_ad (as chat does)",
+        ("securechat crypto.open_ + records.message_ad (as the server does)",
          lambda: crypto.open_(key, sealed, ad()), 3),
         ("per request: SHA-256 of the token, 2 HKDF, unwrap the data key", session_load,
          None),
@@ -178,7 +176,7 @@ def crypto_per_message(n: int) -> Table:
     for name, s, ref in results:
         table.add(name, s * 1e6, 1 / s, None if ref is None else s / results[ref][1])
     table.notes.append(f"{n} calls each. securechat builds a new AESGCM object per call and "
-                       "checks its arguments; record_ad is the JSON associated data.")
+                       "checks its arguments; records builds the JSON associated data.")
     return table
 
 

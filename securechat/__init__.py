@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .app import create_app
+from .background import BackgroundServer
 from .client import ChatClient
 from .errors import ApiError, ConfigError, DecryptionError, SecureChatError, TransportError
-from .server import BackgroundServer
+from .server import create_app, create_app_from_env
 
 if TYPE_CHECKING:
     from .widgets import ChatBox
@@ -22,6 +22,7 @@ __all__ = [
     "SecureChatError",
     "TransportError",
     "create_app",
+    "create_app_from_env",
 ]
 __version__ = "0.1.0"
 

@@ -31,13 +31,13 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 def serve(host: str, port: int, instance: str | None, threads: int = 32) -> int:
     """Build the app and serve it until Ctrl-C or SIGTERM; return the exit status."""
-    from .app import create_app
     from .errors import ConfigError
-    from .production import make_server, no_core_dumps
+    from .server import create_app_from_env
+    from .server.production import make_server, no_core_dumps
 
     no_core_dumps()  # before any key is in memory
     try:
-        app = create_app(instance_path=instance)
+        app = create_app_from_env(instance_path=instance)
         server = make_server(app, host, port, threads)
     except ConfigError as e:
         print(f"securechat: refusing to start: {e}", file=sys.stderr)

@@ -12,11 +12,9 @@ from urllib.parse import quote
 
 import requests
 
-from . import sse
+from . import protocol
 from .errors import ApiError, TransportError
-from .responders import BackendBadResponse, BackendTimeout, BackendUnavailable
-
-CSRF_HEADER = "X-CSRF-Token"
+from .protocol import CSRF_HEADER
 
 
 class ChatClient:
@@ -128,11 +126,11 @@ class ChatClient:
                             json={})
 
     def _stream(self, path: str, body: Any) -> ReplyStream:
-        headers = {"Accept": sse.CONTENT_TYPE}
+        headers = {"Accept": protocol.CONTENT_TYPE}
         if self.csrf_token:
             headers[CSRF_HEADER] = self.csrf_token
         response = self._http("POST", path, json=body, headers=headers, stream=True)
-        if not response.headers.get("Content-Type", "").startswith(sse.CONTENT_TYPE):
+        if not response.headers.get("Content-Type", "").startswith(protocol.CONTENT_TYPE):
             with response:
                 _decoded(response)  # raises the server's ApiError
                 raise TransportError("bad_response",
@@ -195,7 +193,7 @@ class ReplyStream:
 
     def __iter__(self) -> Iterator[str]:
         try:
-            for event in sse.parse(sse.iter_body(self._response)):
+            for event in protocol.parse(protocol.iter_body(self._response)):
                 data = jsonlib.loads(event.data)
                 if event.event == "delta":
                     self.text += data["content"]
@@ -205,7 +203,8 @@ class ReplyStream:
                     return
                 elif event.event == "error":
                     error = data["error"]
-                    raise ApiError(_STREAM_ERROR_STATUS.get(error["code"], 502),
+                    # An error event carries the code; the status goes with it.
+                    raise ApiError(protocol.STATUS_OF.get(error["code"], 502),
                                    error["code"], error["message"])
         except requests.Timeout as e:
             raise TransportError("timeout", "The server stopped sending the reply.") from e
@@ -231,11 +230,6 @@ class ReplyStream:
     def __repr__(self) -> str:
         state = "done" if self.message is not None else f"{len(self.text)} chars so far"
         return f"<ReplyStream {state}>"
-
-
-# An error event carries the code; the status the JSON route would have answered goes with it.
-_STREAM_ERROR_STATUS = {cls.code: cls.status
-                        for cls in (BackendBadResponse, BackendUnavailable, BackendTimeout)}
 
 
 def _decoded(response: requests.Response) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 
@@ -29,14 +28,14 @@ __all__ = [
     "new_key",
     "new_token",
     "open_",
-    "record_ad",
     "seal",
     "session_wrap_key",
     "token_hash",
 ]
 
-FORMAT_VERSION = 1
-_PREFIX = bytes([FORMAT_VERSION])
+# The first byte of every ciphertext: its format (room for a key id and rotation later).
+BLOB_VERSION = 1
+_PREFIX = bytes([BLOB_VERSION])
 _NONCE_LEN = 12
 _TAG_LEN = 16
 KEY_LEN = 32
@@ -82,14 +81,6 @@ def new_key() -> bytes:
 def new_token() -> str:
     """Return a fresh random 256-bit session token, URL-safe."""
     return base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode("ascii")
-
-
-def record_ad(kind: str, **fields: str | int | None) -> bytes:
-    """Build canonical associated data naming a record, e.g. a message and its position."""
-    # JSON with sorted keys is unambiguous: no two different records share an encoding.
-    return json.dumps(
-        {"v": FORMAT_VERSION, "kind": kind, **fields}, sort_keys=True, separators=(",", ":")
-    ).encode("utf-8")
 
 
 def seal(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:

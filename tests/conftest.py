@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 
 from securechat import BackgroundServer, ChatClient, create_app
-from securechat.fakes import FakeOpenAI
+from securechat.testing import FakeOpenAI
 
 # Tests may lower the KDF cost (the default may not): scrypt N=2^10 keeps them fast.
 FAST = {"KDF_LOG_N": 10, "RATELIMIT_ENABLED": False}

@@ -1,4 +1,4 @@
-"""Helpers shared by the AI-backend and streaming tests (the fake itself is securechat.fakes)."""
+"""Helpers shared by the AI-backend and streaming tests (the fake itself is securechat.testing)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import requests
 
-from securechat import ChatClient, sse
-from securechat.fakes import FakeOpenAI
-from securechat.responders import BackendTimeout, BackendUnavailable, Turn
+from securechat import ChatClient, protocol
+from securechat.backends import BackendTimeout, BackendUnavailable, Turn
+from securechat.testing import FakeOpenAI
 
 
 def new_api_key() -> str:
@@ -39,13 +39,13 @@ def free_port() -> int:
 def stream_events(client: ChatClient, path: str, body: Any = None,
                   **headers: str) -> tuple[requests.Response, list[tuple[str, Any]]]:
     """POST with ``Accept: text/event-stream``; return the response and its decoded events."""
-    sent = {"Accept": sse.CONTENT_TYPE, "X-CSRF-Token": client.csrf_token or "", **headers}
+    sent = {"Accept": protocol.CONTENT_TYPE, "X-CSRF-Token": client.csrf_token or "", **headers}
     with client.http.post(client.base_url + path, json=body, headers=sent, timeout=30,
                           stream=True) as response:
-        if not response.headers["Content-Type"].startswith(sse.CONTENT_TYPE):
+        if not response.headers["Content-Type"].startswith(protocol.CONTENT_TYPE):
             return response, []
         events = [(e.event, json.loads(e.data))
-                  for e in sse.parse(sse.iter_body(response))]
+                  for e in protocol.parse(protocol.iter_body(response))]
     return response, events
 
 

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 
 from securechat import ChatClient, ConfigError
-from securechat.fakes import FakeOpenAI
-from securechat.responders import (
+from securechat.backends import (
     BackendBadResponse,
     BackendError,
     BackendTimeout,
     OpenAIResponder,
     Turn,
 )
+from securechat.testing import FakeOpenAI
 
 from .fake_backend import openai_settings, stream_events
 

@@ -18,17 +18,17 @@ from flask import Flask
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from securechat import BackgroundServer, create_app
-from securechat.app import CSP
-from securechat.auth import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
+from securechat.backends import Turn
 from securechat.markdown import TAGS, render_markdown
-from securechat.responders import Turn
+from securechat.protocol import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
+from securechat.server import CSP
 from tests import browser_helpers
 from tests.browser_helpers import chromium, screenshot
 from tests.conftest import FAST
 from tests.fake_backend import Flaky
 from tests.markdown_helpers import CASES, DOM_TREE_FUNCTION, DOM_TREE_JS, html_tree
 
-STATIC = Path(__file__).resolve().parents[1] / "securechat" / "static"
+STATIC = Path(__file__).resolve().parents[1] / "securechat" / "server" / "static"
 PASSWORD = "correct horse battery"
 PAYLOADS = ['<img src=x onerror="window.pwned=1">', "<script>window.pwned=1</script>"]
 

@@ -15,8 +15,8 @@ import requests
 from flask import Flask
 
 from securechat import ApiError, BackgroundServer, ChatClient
-from securechat.capacity import PerKey, Slots
-from securechat.responders import Turn
+from securechat.backends import Turn
+from securechat.server.capacity import PerKey, Slots
 
 from .conftest import PASSWORD
 from .fake_backend import wait_for

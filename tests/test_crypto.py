@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from securechat import crypto
+from securechat import crypto, records
 from securechat.errors import DecryptionError
 
 KEY = bytes(range(32))
-AD = crypto.record_ad("message", user="u1", conversation="c1", position=0, role="user")
+AD = records.record_ad("message", user="u1", conversation="c1", position=0, role="user")
 
 
 @pytest.mark.parametrize("plaintext", [b"", b"x", b"hello world", "héllo ✓".encode(), b"\0" * 5000])
@@ -24,7 +24,7 @@ def test_nonce_is_fresh_each_time() -> None:
 
 def test_format_has_version_prefix_and_no_plaintext() -> None:
     blob = crypto.seal(KEY, b"secret marker", AD)
-    assert blob[0] == crypto.FORMAT_VERSION
+    assert blob[0] == crypto.BLOB_VERSION
     assert b"secret marker" not in blob
     assert len(blob) == 1 + 12 + len(b"secret marker") + 16
 
@@ -62,14 +62,14 @@ def test_wrong_key_fails() -> None:
 def test_ciphertext_moved_to_another_record_fails(other: dict[str, object]) -> None:
     blob = crypto.seal(KEY, b"attack at dawn", AD)
     with pytest.raises(DecryptionError):
-        crypto.open_(KEY, blob, crypto.record_ad("message", **other))  # type: ignore[arg-type]
+        crypto.open_(KEY, blob, records.record_ad("message", **other))  # type: ignore[arg-type]
 
 
 def test_kind_is_part_of_the_record() -> None:
-    title_ad = crypto.record_ad("title", user="u1", conversation="c1")
+    title_ad = records.record_ad("title", user="u1", conversation="c1")
     blob = crypto.seal(KEY, b"x", title_ad)
     with pytest.raises(DecryptionError):
-        crypto.open_(KEY, blob, crypto.record_ad("message", user="u1", conversation="c1"))
+        crypto.open_(KEY, blob, records.record_ad("message", user="u1", conversation="c1"))
 
 
 def test_decryption_error_says_nothing_specific() -> None:
@@ -99,7 +99,7 @@ def test_bad_argument_types_are_type_errors() -> None:
     plaintext=st.binary(max_size=4096), user=st.text(max_size=40), position=st.integers(0, 10**9)
 )
 def test_property_round_trip(plaintext: bytes, user: str, position: int) -> None:
-    ad = crypto.record_ad("message", user=user, conversation="c", position=position, role="user")
+    ad = records.record_ad("message", user=user, conversation="c", position=position, role="user")
     key = crypto.new_key()
     assert crypto.open_(key, crypto.seal(key, plaintext, ad), ad) == plaintext
 
@@ -131,7 +131,7 @@ def test_kdf_params_encode_round_trip() -> None:
 
 def test_wrapped_data_key_opens_only_with_the_password() -> None:
     params, salt, data_key = crypto.KdfParams(log_n=10), b"s" * 16, crypto.new_key()
-    ad = crypto.record_ad("user-key", user="u1")
+    ad = records.record_ad("user-key", user="u1")
     wrapped = crypto.seal(crypto.derive_kek("right password", salt, params), data_key, ad)
     assert crypto.open_(crypto.derive_kek("right password", salt, params), wrapped, ad) == data_key
     with pytest.raises(DecryptionError):

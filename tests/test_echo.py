@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from securechat import ChatClient
-from securechat.responders import EchoResponder, Turn
+from securechat.backends import EchoResponder, Turn
 
 
 def history(*texts: str) -> list[Turn]:

@@ -10,7 +10,15 @@ import pytest
 from flask import Flask
 from flask.cli import ScriptInfo
 
-from securechat import ConfigError, DecryptionError, config, create_app, crypto
+from securechat import (
+    ConfigError,
+    DecryptionError,
+    create_app,
+    create_app_from_env,
+    crypto,
+    records,
+)
+from securechat.settings import Settings
 
 from .conftest import FAST, PASSWORD
 
@@ -19,9 +27,10 @@ from .conftest import FAST, PASSWORD
 
 def test_default_kdf_cost_meets_owasp_minimum() -> None:
     # OWASP password storage: scrypt N >= 2^17, r = 8, p = 1.
-    assert config.DEFAULTS["KDF_LOG_N"] >= 17
-    assert config.DEFAULTS["KDF_R"] >= 8
-    assert config.DEFAULTS["KDF_P"] >= 1
+    defaults = Settings()
+    assert defaults.KDF_LOG_N >= 17
+    assert defaults.KDF_R >= 8
+    assert defaults.KDF_P >= 1
     assert crypto.KdfParams() == crypto.KdfParams(17, 8, 1)
 
 
@@ -75,9 +84,9 @@ def test_lower_cost_wrap_is_upgraded_at_next_login(instance: Path) -> None:
     kek = crypto.derive_kek(PASSWORD, new[1], stored)
     with sqlite3.connect(dearer.config["DATABASE"]) as db:
         user_id = db.execute("SELECT id FROM users WHERE username = 'alice'").fetchone()[0]
-    crypto.open_(kek, new[2], crypto.record_ad("user-key", user=user_id))
+    crypto.open_(kek, new[2], records.record_ad("user-key", user=user_id))
     with pytest.raises(DecryptionError):
-        crypto.open_(kek, old[2], crypto.record_ad("user-key", user=user_id))
+        crypto.open_(kek, old[2], records.record_ad("user-key", user=user_id))
 
 
 def test_cost_is_never_lowered_at_login(instance: Path) -> None:
@@ -118,8 +127,17 @@ def _boom() -> Any:
 
 
 def test_debug_stays_off_whatever_the_environment(hostile_env: None, instance: Path) -> None:
-    app = create_app({**FAST, "DEBUG": True}, instance_path=instance)
+    # Asked for in the environment, debug is refused outright (not quietly ignored) ...
+    with pytest.raises(ConfigError, match="debug"):
+        create_app_from_env(FAST, instance_path=instance)
+    with pytest.raises(ConfigError, match="debug"):
+        create_app({**FAST, "DEBUG": True}, instance_path=instance)
+    # ... and the other switches are not settings: they change nothing.
+    without_debug = {k: v for k, v in HOSTILE_ENV.items() if k != "SECURECHAT_DEBUG"}
+    app = create_app_from_env(FAST, instance_path=instance, environ=without_debug)
     assert app.debug is False and app.config["DEBUG"] is False
+    assert not app.config.get("PROPAGATE_EXCEPTIONS")
+    assert not app.config.get("TRAP_HTTP_EXCEPTIONS")
 
 
 def test_debug_cannot_be_switched_on(instance: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from securechat import ConfigError, create_app, crypto
-from securechat.attacks import (
+from securechat.lab.attacks import (
     XSS_PAYLOAD,
     audit_html,
     copy_ciphertext,
@@ -22,7 +22,7 @@ from securechat.attacks import (
     session_cookie_name,
     table,
 )
-from securechat.vulnerable import PUBLISHED_SECRET, create_tutorial_app, forge_session_cookie
+from securechat.lab.vulnerable import PUBLISHED_SECRET, create_tutorial_app, forge_session_cookie
 
 from .conftest import FAST, PASSWORD
 
@@ -248,3 +248,15 @@ def test_table_aligns_columns() -> None:
 def test_cookie_name_follows_https(instance: Path) -> None:
     assert session_cookie_name(create_app({**FAST, "HTTPS": True}, instance_path=instance)) \
         == "__Host-securechat"
+
+
+@pytest.mark.parametrize("address", ["10.0.0.7", "192.168.1.20", "203.0.113.5", "::ffff:1.2.3.4"])
+def test_the_vulnerable_example_refuses_every_address_but_loopback(tutorial: Flask,
+                                                                    address: str) -> None:
+    http = tutorial.test_client()
+    for method, path in (("GET", "/"), ("POST", "/login"), ("GET", "/whoami")):
+        response = http.open(path, method=method, json={"username": "x"},
+                             environ_base={"REMOTE_ADDR": address})
+        assert response.status_code == 403 and "only answers 127.0.0.1" in response.text
+    assert http.get("/", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+    assert http.get("/", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200

@@ -11,8 +11,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from securechat import attacks, create_app
-from securechat.app import CSP
+from securechat import create_app
+from securechat.lab import attacks
+from securechat.server import CSP
 
 from .conftest import FAST, PASSWORD
 

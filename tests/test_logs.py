@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from securechat import ApiError, BackgroundServer, ChatClient, create_app
-from securechat.attacks import session_cookie_name
+from securechat.lab.attacks import session_cookie_name
 
 from .conftest import FAST
 
@@ -56,6 +56,6 @@ def test_a_full_chat_logs_nothing_secret(instance: Path, caplog: pytest.LogCaptu
                         *(r.getMessage() for r in caplog.records),
                         *(str(r.args) for r in caplog.records)])
     # The capture works: server-side records (the login guard's) were seen.
-    assert any(r.name == "securechat.limits" for r in caplog.records), caplog.text
+    assert any(r.name == "securechat.server.limits" for r in caplog.records), caplog.text
     for secret in secrets:
         assert secret not in logged, f"{secret[:6]}… appears in the logs"

@@ -22,9 +22,9 @@ from securechat import (
     ConfigError,
     SecureChatError,
     create_app,
+    create_app_from_env,
 )
-from securechat.fakes import FakeOpenAI, chunks_of
-from securechat.responders import (
+from securechat.backends import (
     BackendBadResponse,
     BackendTimeout,
     BackendUnavailable,
@@ -33,6 +33,7 @@ from securechat.responders import (
     make_responder,
     trim_history,
 )
+from securechat.testing import FakeOpenAI, chunks_of
 
 from .fake_backend import free_port, new_api_key, openai_settings
 
@@ -148,12 +149,12 @@ def test_settings_from_dotenv_and_environment(monkeypatch: pytest.MonkeyPatch, t
     Path(".env").write_text(  # the tests run in a fresh cwd (conftest)
         f"SECURECHAT_RESPONDER=openai\nSECURECHAT_OPENAI_BASE_URL={fake.base_url}\n"
         f"SECURECHAT_OPENAI_MODEL=from-dotenv\nSECURECHAT_OPENAI_API_KEY={from_file}\n")
-    app = create_app({"KDF_LOG_N": 10}, instance_path=tmp_path / "a")
+    app = create_app_from_env({"KDF_LOG_N": 10}, instance_path=tmp_path / "a")
     app.extensions["securechat.responder"].reply([user("hi")])
     assert fake.requests[-1]["authorization"] == f"Bearer {from_file}"
     assert fake.requests[-1]["body"]["model"] == "from-dotenv"
     monkeypatch.setenv("SECURECHAT_OPENAI_API_KEY", from_env)  # the environment wins
-    app = create_app({"KDF_LOG_N": 10}, instance_path=tmp_path / "b")
+    app = create_app_from_env({"KDF_LOG_N": 10}, instance_path=tmp_path / "b")
     app.extensions["securechat.responder"].reply([user("hi")])
     assert fake.requests[-1]["authorization"] == f"Bearer {from_env}"
 
@@ -169,7 +170,7 @@ def test_key_over_plain_http_to_a_remote_host_is_refused(key: str) -> None:
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"RESPONDER": "gpt"}, "available: echo, openai"),
+    ({"RESPONDER": "gpt"}, "one of echo, openai"),
     ({"RESPONDER": "openai", "OPENAI_BASE_URL": "ftp://x/v1"}, "http"),
     ({"RESPONDER": "openai", "OPENAI_BASE_URL": "localhost:11434"}, "http"),
     ({"RESPONDER": "openai", "OPENAI_MODEL": ""}, "OPENAI_MODEL"),
@@ -181,10 +182,10 @@ def test_bad_backend_settings_are_refused(settings: dict[str, Any], tmp_path: Pa
 
 
 def test_echo_stays_the_default() -> None:
-    from securechat.config import DEFAULTS
-    from securechat.responders import EchoResponder
+    from securechat.backends import EchoResponder
+    from securechat.settings import Settings
 
-    assert isinstance(make_responder(DEFAULTS), EchoResponder)
+    assert isinstance(make_responder(Settings().as_config()), EchoResponder)
 
 
 # --- failures: clear, and nothing lost -------------------------------------------------------
@@ -323,7 +324,7 @@ def test_each_failure_is_logged_once_for_the_operator(
             list(responder.stream([user("a private question")]))
         else:
             responder.reply([user("a private question")])
-    (record,) = [r for r in caplog.records if r.name == "securechat.responders"]
+    (record,) = [r for r in caplog.records if r.name == "securechat.backends.openai"]
     assert record.levelno == logging.WARNING and code in record.getMessage()
     assert "private question" not in record.getMessage() and key not in record.getMessage()
 
@@ -439,10 +440,10 @@ def test_streamed_chunks_are_the_backends(fake: FakeOpenAI, key: str) -> None:
     ["not", "an", "object"],
 ])
 def test_malformed_completion_is_bad_response(body: Any) -> None:
-    from securechat.responders import _completion_text
+    from securechat.backends.wire import completion_text
 
     with pytest.raises(BackendBadResponse):
-        _completion_text(body)
+        completion_text(body)
 
 
 @pytest.mark.parametrize("data", [
@@ -453,18 +454,18 @@ def test_malformed_completion_is_bad_response(body: Any) -> None:
     "{not json",
 ])
 def test_malformed_stream_chunk_is_bad_response(data: str) -> None:
-    from securechat.responders import _delta
+    from securechat.backends.wire import delta
 
     with pytest.raises(BackendBadResponse):
-        _delta(data)
+        delta(data)
 
 
 def test_stream_chunk_without_text_is_skipped() -> None:
-    from securechat.responders import _delta
+    from securechat.backends.wire import delta
 
-    assert _delta('{"choices": [{"delta": {"role": "assistant"}}]}') == ("", False)
-    assert _delta('{"choices": []}') == ("", False)
-    assert _delta('{"choices": [{"delta": {}, "finish_reason": "stop"}]}') == ("", True)
+    assert delta('{"choices": [{"delta": {"role": "assistant"}}]}') == ("", False)
+    assert delta('{"choices": []}') == ("", False)
+    assert delta('{"choices": [{"delta": {}, "finish_reason": "stop"}]}') == ("", True)
 
 
 def test_fake_backend_lifecycle() -> None:

@@ -16,10 +16,11 @@ from securechat import (
     BackgroundServer,
     ChatClient,
     ConfigError,
-    config,
     create_app,
+    create_app_from_env,
     crypto,
 )
+from securechat.settings import Settings
 
 from .conftest import FAST, PASSWORD
 
@@ -74,12 +75,13 @@ def assert_rate_limited(response: TestResponse, window: int = 60) -> None:
 
 
 def test_defaults_limit_login_and_chat() -> None:
-    assert config.DEFAULTS["RATELIMIT_ENABLED"] is True
-    assert config.DEFAULTS["LOGIN_RATE_LIMIT"] == "5 per minute;100 per hour"
-    assert config.DEFAULTS["LOGIN_SUCCESS_RATE_LIMIT"] == "60 per hour"
-    assert config.DEFAULTS["CREATE_RATE_LIMIT"] == "60 per minute;1000 per day"
-    assert config.DEFAULTS["RATELIMIT_STORAGE_URI"] == "memory://"
-    assert config.DEFAULTS["PROXY_FIX"] == 0
+    defaults = Settings()
+    assert defaults.RATELIMIT_ENABLED is True
+    assert defaults.LOGIN_RATE_LIMIT == "5 per minute;100 per hour"
+    assert defaults.LOGIN_SUCCESS_RATE_LIMIT == "60 per hour"
+    assert defaults.CREATE_RATE_LIMIT == "60 per minute;1000 per day"
+    assert defaults.RATELIMIT_STORAGE_URI == "memory://"
+    assert defaults.PROXY_FIX == 0
 
 
 # --- login ------------------------------------------------------------------------------
@@ -288,7 +290,7 @@ def test_disabled_means_no_limit(settings: dict[str, Any], instance: Path) -> No
 def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, instance: Path) -> None:
     monkeypatch.setenv("SECURECHAT_REGISTER_RATE_LIMIT", "1 per minute")
     overrides = {k: v for k, v in LIMITED.items() if k != "REGISTER_RATE_LIMIT"}
-    http = create_app(overrides, instance_path=instance).test_client()
+    http = create_app_from_env(overrides, instance_path=instance).test_client()
     assert register(http, "alice").status_code == 201
     assert_rate_limited(register(http, "bob"))
 

@@ -11,7 +11,7 @@ import requests
 from flask import Flask
 
 from securechat import BackgroundServer, ChatClient, create_app, crypto
-from securechat.vulnerable import PUBLISHED_SECRET, forge_session_cookie
+from securechat.lab.vulnerable import PUBLISHED_SECRET, forge_session_cookie
 
 from .conftest import FAST, PASSWORD
 from .test_api import assert_error, csrf, raw

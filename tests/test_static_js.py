@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from securechat import attacks, vulnerable
+from securechat.lab import attacks, vulnerable
 
 SHIPPED = attacks.shipped_web_files()
 
@@ -25,7 +25,7 @@ def test_shipped_file_is_clean(path: Path) -> None:
 
 def test_every_shipped_file_is_audited() -> None:
     # Whatever exists (possibly nothing yet) is clean, and every JS/HTML file is in the list.
-    static = Path(attacks.__file__).with_name("static")
+    static = Path(attacks.__file__).parents[1] / "server" / "static"
     on_disk = sorted(p for p in static.rglob("*") if p.is_file()
                      and p.suffix.lower() in (".js", ".mjs", ".html", ".htm")) \
         if static.is_dir() else []

@@ -11,7 +11,8 @@ from flask import Flask
 from hypothesis import given
 from hypothesis import strategies as st
 
-from securechat import ApiError, ChatClient, sse, store
+from securechat import ApiError, ChatClient, protocol, records, store
+from securechat.store.migrate import scripts, statements
 
 from .fake_backend import stream_events
 
@@ -118,9 +119,8 @@ def test_migration_v1_to_v2_keeps_messages_complete(tmp_path: Path) -> None:
     path = str(tmp_path / "old.sqlite3")
     conn = store.connect(path)
     with store.transaction(conn):
-        for statement in store.MIGRATIONS[0].split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        for statement in statements(scripts()[0]):
+            conn.execute(statement)
         conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO users VALUES ('u', 'old', 'old', 'scrypt$10$8$1', x'00', x'00', 't')")
     conn.execute("INSERT INTO conversations VALUES ('c', 'u', x'00', 1, 't')")
@@ -128,7 +128,7 @@ def test_migration_v1_to_v2_keeps_messages_complete(tmp_path: Path) -> None:
     assert store.migrate(conn) == 1
     assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 2
     (message,) = store.page_messages(conn, "c", 10)
-    assert message.status == store.COMPLETE and message.content == b"\x01"
+    assert message.status == records.COMPLETE and message.content == b"\x01"
     assert store.migrate(conn) == 2  # idempotent
     conn.close()
 
@@ -141,16 +141,16 @@ def test_sse_parse_follows_the_format() -> None:
         b': a comment\n\nevent: delta\ndata: {"a": 1}\n\ndata: line1\r\ndata: line2\r\n'
         b"\r\nid: 7\nretry: 10\ndata: x\n\nevent: done\ndata: unterminated"
     )
-    assert list(sse.parse([stream])) == [
-        sse.Event("delta", '{"a": 1}'),
-        sse.Event("message", "line1\nline2"),
-        sse.Event("message", "x"),
+    assert list(protocol.parse([stream])) == [
+        protocol.Event("delta", '{"a": 1}'),
+        protocol.Event("message", "line1\nline2"),
+        protocol.Event("message", "x"),
     ]
 
 
 def test_sse_refuses_an_endless_line() -> None:
     with pytest.raises(ValueError, match="too long"):
-        list(sse.parse([b"data: " + b"x" * 100] * 5, max_line=300))
+        list(protocol.parse([b"data: " + b"x" * 100] * 5, max_line=300))
 
 
 @given(
@@ -168,13 +168,13 @@ def test_sse_round_trip_at_any_chunk_boundary(
 ) -> None:
     import json
 
-    encoded = b"".join(sse.encode(name, data) for name, data in events)
+    encoded = b"".join(protocol.encode(name, data) for name, data in events)
     pieces, start = [], 0
     for size in cuts * (len(encoded) // sum(cuts) + 1):
         pieces.append(encoded[start : start + size])
         start += size
     assert b"".join(pieces) == encoded
-    decoded = [(e.event, json.loads(e.data)) for e in sse.parse(pieces)]
+    decoded = [(e.event, json.loads(e.data)) for e in protocol.parse(pieces)]
     assert decoded == events
 
 
@@ -185,9 +185,9 @@ def test_sse_round_trip_at_any_chunk_boundary(
 def test_reply_answers_this_request_not_a_later_message(
     alice: ChatClient, monkeypatch: pytest.MonkeyPatch, streamed: bool
 ) -> None:
-    from securechat import chat
+    from securechat.server import messages
 
-    original = chat._store
+    original = messages.append
 
     def other_tab_right_after(conv_id: str, role: str, content: str, *rest: Any) -> Any:
         stored = original(conv_id, role, content, *rest)
@@ -195,7 +195,7 @@ def test_reply_answers_this_request_not_a_later_message(
             original(conv_id, "user", "from the other tab")
         return stored
 
-    monkeypatch.setattr(chat, "_store", other_tab_right_after)
+    monkeypatch.setattr(messages, "append", other_tab_right_after)
     conv = alice.new_conversation()["id"]
     if streamed:
         reply = alice.stream(conv, "mine")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from securechat import ApiError, BackgroundServer, ChatClient, create_app
-from securechat.fakes import FakeOpenAI, chunks_of
+from securechat.testing import FakeOpenAI, chunks_of
 
 from .fake_backend import openai_settings, stream_events, wait_for
 

@@ -83,7 +83,7 @@ def repository_root() -> Path:
 def show_source(target: Any, *, start: str | None = None, end: str | None = None) -> Source:
     """The source of ``target``: a function, class, method or module, or a file's path.
 
-    A path is relative to the repository, e.g. ``"securechat/static/app.js"``. ``start``
+    A path is relative to the repository, e.g. ``"securechat/server/static/app.js"``. ``start``
     narrows to the first line containing that text, plus the block it opens (the lines
     indented under it in Python, up to the matching ``}`` elsewhere); ``end`` instead
     stops at the next line containing that text. A marker that is not found is an error,

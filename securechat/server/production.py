@@ -29,7 +29,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import ErrorTask
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 CHUNK = 256 * 1024  # largest piece of a response handed to waitress at once
 # Unsent bytes per connection before the app waits for the client. Above the largest

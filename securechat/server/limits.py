@@ -23,14 +23,13 @@ from limits.errors import ConfigurationError
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth
-from .api import ApiException, fail
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..protocol import USERNAME_RE
+from .http import Abort, fail
+from .sessions import load_session
 
 log = logging.getLogger(__name__)
 
-LIMIT_KEYS = ("LOGIN_RATE_LIMIT", "LOGIN_SUCCESS_RATE_LIMIT", "REGISTER_RATE_LIMIT",
-              "CHAT_RATE_LIMIT", "CREATE_RATE_LIMIT")
 # Views that ask the AI backend share one budget per user (retrying is not a way around it).
 BACKEND_ENDPOINTS = ("chat.send", "chat.reply_again")
 
@@ -42,7 +41,7 @@ def client_address() -> str:
 
 def _username_key(name: object) -> str:
     """Rate-limit key of a username, case-folded like the accounts are."""
-    if isinstance(name, str) and auth.USERNAME_RE.fullmatch(name):
+    if isinstance(name, str) and USERNAME_RE.fullmatch(name):
         return "user:" + name.lower()
     # One shared bucket for names no account can have: keys stay small and bounded.
     return "user:<invalid>"
@@ -50,7 +49,7 @@ def _username_key(name: object) -> str:
 
 def session_user() -> str:
     """Rate-limit key of the logged-in user; the address when there is no valid session."""
-    if auth.load_session():
+    if load_session():
         return "uid:" + g.user_id
     return client_address()
 
@@ -91,7 +90,7 @@ class LoginGuard:
                         _refuse(self._wait(limit, "login-failed", key))
             try:
                 yield
-            except ApiException as e:
+            except Abort as e:
                 if e.code == 503:
                     self._give_back(taken)  # the server was busy: no password was checked
                 raise
@@ -134,27 +133,11 @@ def login_attempt(username: object) -> contextlib.AbstractContextManager[None]:
     return guard.attempt(client_address(), _username_key(username))
 
 
-def _check_config(app: Flask) -> None:
-    cfg = app.config
-    proxies = cfg.get("PROXY_FIX", 0)
-    if isinstance(proxies, bool) or not isinstance(proxies, int) or proxies < 0:
-        raise ConfigError(f"PROXY_FIX must be the number of trusted proxies (>= 0), "
-                          f"not {proxies!r}")
-    for key in LIMIT_KEYS:
-        try:
-            if not parse_many(str(cfg[key])):
-                raise ValueError("no limit")
-        except ValueError as e:
-            raise ConfigError(f"{key} is not a rate limit such as '5 per minute': "
-                              f"{cfg[key]!r}") from e
-
-
 def init_app(app: Flask) -> Limiter:
     """Trust ``PROXY_FIX`` proxies for the client address and apply the configured limits.
 
     Call after every blueprint is registered: the limited views are wrapped by endpoint.
     """
-    _check_config(app)
     cfg = app.config
     if cfg.get("PROXY_FIX", 0):
         # Only X-Forwarded-For is trusted: HTTPS is decided by the HTTPS setting, not a header.

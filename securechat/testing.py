@@ -23,8 +23,8 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from .background import BackgroundServer
 from .errors import SecureChatError
-from .server import BackgroundServer
 
 Messages = list[dict[str, Any]]
 
@@ -145,7 +145,7 @@ class FakeOpenAI:
     # --- the HTTP side ----------------------------------------------------------------
 
     def _build_app(self) -> Flask:
-        app = Flask("securechat.fakes")
+        app = Flask("securechat.testing")
 
         @app.post("/v1/chat/completions")
         def completions() -> Any:

@@ -16,7 +16,10 @@ from pathlib import Path
 from flask import Flask
 from itsdangerous import Signer
 
-from . import auth
+from ..server import sessions
+
+# The page's own HTML and JavaScript, as shipped.
+_SHIPPED = Path(__file__).resolve().parents[1] / "server" / "static"
 
 # A stored-XSS payload: harmless as text, script when inserted as HTML (onerror runs).
 # No quotes in it, so it survives JSON encoding unchanged and is easy to spot in a page.
@@ -43,7 +46,7 @@ _URL_ATTRIBUTES = frozenset({"href", "src", "action", "formaction", "xlink:href"
 def session_cookie_name(app: Flask) -> str:
     """The name of ``app``'s session cookie (``__Host-`` prefixed under HTTPS)."""
     with app.app_context():
-        return auth.cookie_name()
+        return sessions.cookie_name()
 
 
 def forge_securechat_cookie(app: Flask, token: str, secret_key: str | bytes | None = None) -> str:
@@ -52,7 +55,7 @@ def forge_securechat_cookie(app: Flask, token: str, secret_key: str | bytes | No
     With the app's own secret this is what someone who stole the instance folder could do.
     """
     with app.app_context():
-        signer = auth._signer()
+        signer = sessions.cookie_signer()
     if secret_key is not None:
         signer = Signer(secret_key, salt=signer.salt, key_derivation=signer.key_derivation,
                         digest_method=signer.digest_method)
@@ -178,7 +181,7 @@ def audit_html(source: str) -> list[str]:
 
 def shipped_web_files(folder: str | Path | None = None) -> list[Path]:
     """The JavaScript and HTML files under ``folder`` (default: the package's ``static``)."""
-    root = Path(folder) if folder is not None else Path(__file__).with_name("static")
+    root = Path(folder) if folder is not None else _SHIPPED
     if not root.is_dir():
         return []
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in WEB_SUFFIXES and p.is_file())
@@ -193,7 +196,7 @@ def audit_file(path: str | Path) -> list[str]:
 
 def audit_static(folder: str | Path | None = None) -> dict[str, list[str]]:
     """Findings per shipped web file under ``folder``; files without any are left out."""
-    root = Path(folder) if folder is not None else Path(__file__).with_name("static")
+    root = Path(folder) if folder is not None else _SHIPPED
     found = {str(p.relative_to(root)): audit_file(p) for p in shipped_web_files(root)}
     return {name: findings for name, findings in found.items() if findings}
 

@@ -1,73 +1,17 @@
-"""SQLite storage: the schema, its version, and every query. Only ciphertext is stored.
+"""Every query: accounts, sessions, conversations and messages. Only ciphertext is stored.
 
-All SQL lives here, kept portable (no ``RETURNING``, no SQLite-only functions in
-queries), so a PostgreSQL backend shared by several workers can replace it.
+SQL here is kept portable (no ``RETURNING``, no SQLite-only functions in queries), so a
+PostgreSQL store shared by several processes can stand beside it.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
-import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from flask import Flask, current_app, g
-
-from . import scrub
-from .errors import ConfigError
-
-SCHEMA_VERSION = 2
-
-_SCHEMA_V1 = """
-CREATE TABLE users (
-    id TEXT PRIMARY KEY,
-    username TEXT NOT NULL,
-    username_key TEXT NOT NULL UNIQUE,
-    kdf TEXT NOT NULL,
-    salt BLOB NOT NULL,
-    wrapped_key BLOB NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE sessions (
-    token_hash BLOB PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    wrapped_key BLOB NOT NULL,
-    created_at REAL NOT NULL,
-    last_seen REAL NOT NULL
-);
-CREATE INDEX sessions_user ON sessions(user_id);
-CREATE TABLE conversations (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    title BLOB NOT NULL,
-    next_position INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX conversations_user ON conversations(user_id, created_at);
-CREATE TABLE messages (
-    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    id TEXT NOT NULL UNIQUE,
-    role TEXT NOT NULL,
-    content BLOB NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (conversation_id, position)
-);
-"""
-
-# v2: a reply cut short (the client left mid-stream, the backend failed) is kept, marked.
-_V1_TO_V2 = """
-ALTER TABLE messages ADD COLUMN status TEXT NOT NULL DEFAULT 'complete'
-"""
-
-# Index i holds the script that takes the schema from version i to i + 1.
-MIGRATIONS = [_SCHEMA_V1, _V1_TO_V2]
-
-COMPLETE, INCOMPLETE = "complete", "incomplete"
+from ..records import COMPLETE
 
 
 class UsernameTaken(Exception):
@@ -117,33 +61,6 @@ class Message:
     status: str = COMPLETE
 
 
-def connect(path: str) -> sqlite3.Connection:
-    """Open a connection in autocommit mode, WAL, foreign keys on."""
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
-    # Deleted rows are zeroed so a removed conversation does not linger in free pages.
-    conn.execute("PRAGMA secure_delete=ON")
-    return conn
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema up to SCHEMA_VERSION; return the version found before."""
-    with transaction(conn):
-        found = conn.execute("PRAGMA user_version").fetchone()[0]
-        if found > SCHEMA_VERSION:
-            # Written by a newer securechat: guessing at it could lose data. Say so, once.
-            raise ConfigError(f"the database's schema (version {found}) is newer than this "
-                              f"securechat knows ({SCHEMA_VERSION}); upgrade securechat")
-        for version in range(found, SCHEMA_VERSION):
-            for statement in MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    return found
-
-
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """Run a write transaction that takes the write lock at once (no upgrade deadlocks)."""
@@ -154,82 +71,6 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-class Pool:
-    """Idle connections reused across requests: opening one costs more than a query.
-
-    It also keeps the WAL file alive between requests instead of folding it back into
-    the database after every one. Connections are closed when the pool is.
-    """
-
-    def __init__(self, path: str, size: int = 8) -> None:
-        self.path, self.size = path, size
-        self._idle: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        # Closed explicitly even when the app is simply dropped (no ResourceWarning).
-        self._finalizer = weakref.finalize(self, _close_all, self._idle)
-
-    def take(self) -> sqlite3.Connection:
-        """An idle connection, or a new one."""
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return connect(self.path)
-
-    def give(self, conn: sqlite3.Connection) -> None:
-        """Return a connection after a request (closed when the pool is full)."""
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")  # never hand on a half-done transaction
-        with self._lock:
-            if len(self._idle) < self.size:
-                self._idle.append(conn)
-                return
-        conn.close()
-
-    def close(self) -> None:
-        """Close every idle connection."""
-        self._finalizer()
-
-
-def _close_all(idle: list[sqlite3.Connection]) -> None:
-    while idle:
-        idle.pop().close()
-
-
-def init_app(app: Flask) -> None:
-    """Create or migrate the database; each request borrows a pooled connection."""
-    path = app.config["DATABASE"]
-    if path != ":memory:" and not os.path.exists(path):
-        # Owner-only from the start; SQLite gives the -wal and -shm files the same mode.
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    conn = connect(path)
-    try:
-        migrate(conn)
-        # Sessions that timed out while the server was down go now, not at the next login.
-        now = float((app.config.get("CLOCK") or time.time)())
-        delete_stale_sessions(conn, now - app.config["SESSION_IDLE_TIMEOUT"],
-                              now - app.config["SESSION_ABSOLUTE_TIMEOUT"])
-        # Whatever an earlier run deleted, its old pages leave the -wal file now.
-        scrub.checkpoint(conn)
-    finally:
-        conn.close()
-    app.extensions["securechat.db"] = Pool(path)
-    app.extensions["securechat.scrubber"] = scrub.Scrubber(lambda: connect(path))
-    app.teardown_appcontext(_close_db)
-
-
-def get_db() -> sqlite3.Connection:
-    """Return this request's connection, borrowing it from the pool on first use."""
-    if "db" not in g:
-        g.db = current_app.extensions["securechat.db"].take()
-    return g.db
-
-
-def _close_db(exc: BaseException | None = None) -> None:
-    db = g.pop("db", None)
-    if db is not None:
-        current_app.extensions["securechat.db"].give(db)
 
 
 # --- users -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""AI reply backends behind one small interface; the offline echo is the default."""
+"""Any OpenAI-compatible Chat Completions server, bounded on every path and every read."""
 
 from __future__ import annotations
 
@@ -6,113 +6,27 @@ import contextlib
 import ipaddress
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, TypedDict
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ReadTimeoutError
 
-from . import sse
+from .. import protocol
+from ..errors import ConfigError
+from . import wire
+from .base import (
+    BackendBadResponse,
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    Turn,
+)
 from .deadline import Deadline
 from .deadline import session as deadline_session
-from .errors import ConfigError, SecureChatError
 
 log = logging.getLogger(__name__)
-
-
-class Turn(TypedDict):
-    """One message of the history a responder is shown."""
-
-    role: str  # "user" or "assistant"
-    content: str
-
-
-class BackendError(SecureChatError):
-    """The AI backend failed; ``status`` is the HTTP answer the API gives for it."""
-
-    status = 502
-    code = "backend_error"
-
-    def __init__(self, message: str, detail: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        # For the server log: what went wrong technically; never a prompt, a reply or a key.
-        self.detail = detail
-        # The reply's text before the failure (a reply cut short), kept marked incomplete.
-        self.partial = ""
-
-
-class BackendBadResponse(BackendError):
-    """The backend answered with an error or with something that is not a reply."""
-
-    status, code = 502, "backend_bad_response"
-
-
-class BackendUnavailable(BackendError):
-    """The backend cannot be reached."""
-
-    status, code = 503, "backend_unavailable"
-
-
-class BackendTimeout(BackendError):
-    """The backend did not answer in time."""
-
-    status, code = 504, "backend_timeout"
-
-
-class Responder(Protocol):
-    """What the chat routes need from a backend.
-
-    An optional ``max_history`` attribute (an int) says how many recent messages the
-    backend can use at most; the chat routes then decrypt no more than that.
-    """
-
-    def reply(self, history: Sequence[Turn]) -> str:
-        """Return the assistant's reply to the last user turn of ``history``."""
-        ...
-
-    def stream(self, history: Sequence[Turn]) -> Iterator[str]:
-        """Yield the reply in chunks as it is generated."""
-        ...
-
-
-class EchoResponder:
-    """Offline and deterministic: the reply repeats the user's message verbatim."""
-
-    prefix = "Echo: "
-    # Only the last user message is echoed: decrypting more history would be wasted work.
-    max_history = 1
-
-    def reply(self, history: Sequence[Turn]) -> str:
-        """Return ``Echo: <last user message>``."""
-        last = next((t["content"] for t in reversed(history) if t["role"] == "user"), "")
-        return self.prefix + last
-
-    def stream(self, history: Sequence[Turn]) -> Iterator[str]:
-        """Yield the echo word by word (each word with its following whitespace)."""
-        text = self.reply(history)
-        yield from re.findall(r"\s*\S+\s*", text) or [text]
-
-
-def trim_history(turns: Sequence[Turn], max_messages: int, max_chars: int) -> list[Turn]:
-    """Keep the newest turns within both bounds; the newest one is always kept whole.
-
-    The kept window starts with a user turn, as chat templates of local models expect.
-    """
-    kept: list[Turn] = []
-    total = 0
-    for turn in reversed(turns):
-        if len(kept) >= max_messages or (kept and total + len(turn["content"]) > max_chars):
-            break
-        kept.append(turn)
-        total += len(turn["content"])
-    kept.reverse()
-    while len(kept) > 1 and kept[0]["role"] != "user":
-        kept.pop(0)
-    return kept
 
 
 # Backend statuses that mean "busy or down" and "too slow" rather than "broken".
@@ -183,7 +97,7 @@ class OpenAIResponder:
         kept: list[str] = []
         with _logged(), Deadline(self.max_reply_seconds) as deadline, \
                 self._post(history, False, deadline) as response:
-            text = _completion_text(self._read_json(response, deadline))
+            text = wire.completion_text(self._read_json(response, deadline))
             try:
                 kept.extend(self._bounded([text]))
             except BackendError as e:
@@ -199,19 +113,20 @@ class OpenAIResponder:
         """
         with _logged(), Deadline(self.max_reply_seconds) as deadline, \
                 self._post(history, True, deadline) as response:
-            if not response.headers.get("Content-Type", "").startswith(sse.CONTENT_TYPE):
+            if not response.headers.get("Content-Type", "").startswith(protocol.CONTENT_TYPE):
                 # A server that ignores "stream": true answers one JSON completion: the
                 # same bounds apply to it as to a stream.
-                yield from self._bounded([_completion_text(self._read_json(response, deadline))])
+                text = wire.completion_text(self._read_json(response, deadline))
+                yield from self._bounded([text])
                 return
-            body = _bounded_body(response, deadline, self.max_body_bytes)
-            yield from self._bounded(_stream_text(body, deadline))
+            body = wire.bounded_body(response, deadline, self.max_body_bytes)
+            yield from self._bounded(wire.stream_text(body, deadline))
 
     def _bounded(self, chunks: Iterable[str]) -> Iterator[str]:
         """Pass text on until the character bound or invalid text; keep what came before."""
         length = 0
         for chunk in chunks:
-            clean = _valid_prefix(chunk)
+            clean = wire.valid_prefix(chunk)
             room = self.max_reply_chars - length
             kept = clean[:room]
             if kept:
@@ -233,7 +148,7 @@ class OpenAIResponder:
     def _post(self, history: Sequence[Turn], stream: bool,
               deadline: Deadline) -> requests.Response:
         """POST the completion request; return a 2xx response or raise a BackendError."""
-        headers = {"Accept": sse.CONTENT_TYPE if stream else "application/json"}
+        headers = {"Accept": protocol.CONTENT_TYPE if stream else "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         payload = self._payload(history, stream)
@@ -253,8 +168,8 @@ class OpenAIResponder:
                 if deadline.expired:
                     raise BackendTimeout("The AI backend took too long; the reply was cut.",
                                          type(e).__name__) from None
-                if not _never_sent(e) or attempt == self.max_attempts:
-                    raise _backend_error(e) from None
+                if not wire.never_sent(e) or attempt == self.max_attempts:
+                    raise wire.backend_error(e) from None
                 delay = min(self.backoff * 2 ** (attempt - 1), deadline.remaining())
                 log.info("AI backend unreachable (attempt %d of %d); retrying in %.2f s",
                          attempt, self.max_attempts, delay)
@@ -265,7 +180,7 @@ class OpenAIResponder:
         return response
 
     def _read_json(self, response: requests.Response, deadline: Deadline) -> Any:
-        raw = b"".join(_bounded_body(response, deadline, self.max_body_bytes))
+        raw = b"".join(wire.bounded_body(response, deadline, self.max_body_bytes))
         try:
             return json.loads(raw)
         except (ValueError, RecursionError):
@@ -281,7 +196,7 @@ class OpenAIResponder:
                                       f"HTTP {status} redirect, not followed")
         # Only the error's type slug is logged: a backend's message may quote the prompt
         # (plaintext in a log file would break the promise at rest) or echo the key.
-        detail = f"HTTP {status} ({self._redact(_error_kind(response, deadline))})"
+        detail = f"HTTP {status} ({self._redact(wire.error_kind(response, deadline))})"
         if status in (401, 403):
             return BackendBadResponse(f"The AI backend refused the request (HTTP {status}): "
                                       "check the API key.", detail)
@@ -303,7 +218,6 @@ class OpenAIResponder:
 
 # Headers, the JSON around a completion, an error body: bytes a reply of no text may need.
 _BODY_SLACK = 1024 * 1024
-_ERROR_BODY_BYTES = 64 * 1024
 
 
 @contextlib.contextmanager
@@ -339,122 +253,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _never_sent(e: requests.RequestException) -> bool:
-    """True when the connection failed before the request left, so a retry is safe."""
-    if isinstance(e, requests.ConnectTimeout):
-        return True
-    reason = e.args[0] if e.args else None
-    # urllib3 wraps failures to connect (refused, DNS, connect timeout) in MaxRetryError;
-    # a failure after sending comes as ProtocolError or ReadTimeoutError instead.
-    return (isinstance(e, requests.ConnectionError) and isinstance(reason, MaxRetryError)
-            and isinstance(reason.reason, ConnectTimeoutError))
-
-
-def _backend_error(e: requests.RequestException) -> BackendError:
-    """Translate a transport failure; the message names no URL, header or key."""
-    detail = type(e).__name__
-    if _never_sent(e):
-        return BackendUnavailable("The AI backend cannot be reached; is it running?", detail)
-    # Reading a body, requests reports a read timeout as a ConnectionError wrapping it.
-    if isinstance(e, requests.Timeout) or isinstance(e.args[0] if e.args else None,
-                                                     ReadTimeoutError):
-        return BackendTimeout("The AI backend did not answer in time.", detail)
-    return BackendBadResponse("The AI backend closed the connection without a complete reply.",
-                              detail)
-
-
-def _bounded_body(response: requests.Response, deadline: Deadline,
-                  max_bytes: int) -> Iterator[bytes]:
-    """The body as it arrives, within the deadline and ``max_bytes``; BackendError else."""
-    total = 0
-    try:
-        for data in sse.iter_body(response):
-            total += len(data)
-            if total > max_bytes:
-                raise BackendBadResponse("The AI backend's answer is too large; it was cut.",
-                                         f"body over {max_bytes} bytes")
-            yield data
-    except requests.RequestException as e:
-        if deadline.expired:
-            raise BackendTimeout("The AI backend took too long; the reply was cut.",
-                                 type(e).__name__) from None
-        raise _backend_error(e) from None
-    if deadline.expired:
-        # The deadline shut the connection: what looks like its end is not the reply's.
-        raise BackendTimeout("The AI backend took too long; the reply was cut.")
-
-
-def _error_kind(response: requests.Response, deadline: Deadline) -> str:
-    """The ``error.code`` or ``error.type`` slug of an OpenAI-style error body, if any."""
-    try:
-        error = json.loads(b"".join(_bounded_body(response, deadline,
-                                                  _ERROR_BODY_BYTES))).get("error")
-        kind = error.get("code") or error.get("type")
-    except (BackendError, ValueError, RecursionError, AttributeError):
-        return "no error type"
-    return re.sub(r"[^A-Za-z0-9_.-]", "", str(kind))[:60] or "no error type"
-
-
-def _valid_prefix(text: str) -> str:
-    """``text`` up to its first lone surrogate (which no UTF-8 text can hold)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        return text[: e.start]
-    return text
-
-
-def _completion_text(body: Any) -> str:
-    """The reply text of a non-streamed completion."""
-    try:
-        content = body["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        content = None
-    if not isinstance(content, str):
-        raise BackendBadResponse("The AI backend's answer holds no reply text.")
-    return content
-
-
-def _stream_text(body: Iterable[bytes], deadline: Deadline) -> Iterator[str]:
-    """The text deltas of a streamed completion; raise unless the stream ends properly."""
-    finished = False
-    try:
-        for event in sse.parse(body):
-            if event.data.strip() == "[DONE]":
-                return
-            text, done = _delta(event.data)
-            finished = finished or done
-            if text:
-                yield text
-    except ValueError:
-        raise BackendBadResponse("The AI backend sent an unreadable stream.") from None
-    if not finished:
-        # Without [DONE] or a finish_reason the reply may be cut short: say so.
-        raise BackendBadResponse("The AI backend's stream ended before the reply did.")
-
-
-def _delta(data: str) -> tuple[str, bool]:
-    """The text of one streamed chunk, and whether it carries a finish reason."""
-    try:
-        chunk = json.loads(data)
-        if "error" in chunk:
-            raise BackendBadResponse("The AI backend reported an error mid-reply.")
-        choice = chunk["choices"][0] if chunk["choices"] else {}
-        text = (choice.get("delta") or {}).get("content") or ""
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError, RecursionError):
-        raise BackendBadResponse("The AI backend sent a malformed stream chunk.") from None
-    if not isinstance(text, str):
-        raise BackendBadResponse("The AI backend sent a malformed stream chunk.")
-    return text, bool(choice.get("finish_reason"))
-
-
-def make_responder(config: Mapping[str, Any]) -> Responder:
-    """Build the responder named by ``RESPONDER`` in the config."""
-    name = str(config.get("RESPONDER", "echo")).lower()
-    if name == "echo":
-        return EchoResponder()
-    if name == "openai":
-        return OpenAIResponder.from_config(config)
-    raise ConfigError(f"unknown RESPONDER {name!r}; available: echo, openai")

@@ -1,8 +1,13 @@
-"""Server-Sent Events: encode them for the streaming API, decode them from an HTTP response."""
+"""What the client and the server share: the CSRF header, error codes, Server-Sent Events.
+
+The server encodes events with :func:`encode`; the client (and the OpenAI backend, whose
+streams are SSE too) decodes them with :func:`parse` over :func:`iter_body`.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -10,7 +15,31 @@ import requests
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
+CSRF_HEADER = "X-CSRF-Token"
+# Account rules (the page states them next to its form).
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 CONTENT_TYPE = "text/event-stream"
+
+# The status of each error code the server answers. A stream reports an error as an event
+# (its status is long sent): clients map the code back to the status the JSON route would
+# have answered.
+STATUS_OF = {
+    "bad_request": 400, "invalid_json": 400, "invalid_field": 400, "invalid_query": 400,
+    "invalid_content": 400, "invalid_title": 400, "invalid_username": 400,
+    "invalid_password": 400, "unauthorized": 401, "session_expired": 401,
+    "invalid_credentials": 401, "forbidden": 403, "csrf_failed": 403, "not_found": 404,
+    "method_not_allowed": 405, "conflict": 409, "username_taken": 409,
+    "nothing_to_answer": 409, "too_large": 413, "unsupported_media_type": 415,
+    "rate_limited": 429, "internal_error": 500, "integrity_error": 500,
+    "bad_gateway": 502, "backend_error": 502, "backend_bad_response": 502,
+    "unavailable": 503, "backend_unavailable": 503, "timeout": 504, "backend_timeout": 504,
+}
+# The code of each status werkzeug raises on its own (404, 405, 413, ...).
+CODE_OF = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+           405: "method_not_allowed", 409: "conflict", 413: "too_large",
+           415: "unsupported_media_type", 429: "rate_limited", 500: "internal_error",
+           502: "bad_gateway", 503: "unavailable", 504: "timeout"}
 # A line longer than this is not an event but a broken (or hostile) peer.
 MAX_LINE = 1024 * 1024
 

@@ -10,26 +10,11 @@ from flask import Flask, Request, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
-from .errors import DecryptionError
+from .. import protocol
+from ..errors import DecryptionError
 
 log = logging.getLogger(__name__)
 
-# Slugs for the statuses werkzeug raises itself (404, 405, 413, ...).
-_SLUGS = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-    500: "internal_error",
-    502: "bad_gateway",
-    503: "unavailable",
-    504: "timeout",
-}
 _MESSAGES = {
     404: "Not found.",
     405: "Method not allowed.",
@@ -39,8 +24,8 @@ _MESSAGES = {
 }
 
 
-class ApiException(HTTPException):
-    """An HTTP error carrying the contract's ``code`` slug, a human message, extra headers."""
+class Abort(HTTPException):
+    """Ends a request with the contract's JSON error: a status, its code, a message, headers."""
 
     def __init__(self, status: int, code: str, message: str,
                  headers: dict[str, str] | None = None) -> None:
@@ -57,7 +42,7 @@ class ApiException(HTTPException):
 def fail(status: int, code: str, message: str,
          headers: dict[str, str] | None = None) -> NoReturn:
     """Abort the request with the contract's JSON error (and any extra headers)."""
-    raise ApiException(status, code, message, headers)
+    raise Abort(status, code, message, headers)
 
 
 def busy(message: str, retry_after: int) -> NoReturn:
@@ -153,8 +138,8 @@ def register_error_handlers(app: Flask) -> None:
         if not request.path.startswith("/api"):
             return e
         status = e.code or 500
-        code = getattr(e, "slug", None) or _SLUGS.get(status, "error")
-        message = e.description if isinstance(e, ApiException) else _MESSAGES.get(
+        code = getattr(e, "slug", None) or protocol.CODE_OF.get(status, "error")
+        message = e.description if isinstance(e, Abort) else _MESSAGES.get(
             status, e.description or "Error.")
         response = error_response(status, code, message)
         for name, value in e.get_headers():

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from flask import Flask, current_app
 
-from .api import busy, fail
+from .http import busy, fail
 
 KDF_BUSY_MESSAGE = "The server is busy checking other passwords; try again in a moment."
 

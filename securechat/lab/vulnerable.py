@@ -8,6 +8,7 @@ a session timeout that is defined but never enforced. Serve it only on 127.0.0.1
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from datetime import timedelta
 from typing import Any
@@ -46,6 +47,13 @@ def create_tutorial_app(secret_key: str | None = None) -> Flask:
     messages: list[bytes] = []
     app.extensions["tutorial"] = {"cipher": cipher, "messages": messages}
 
+    @app.before_request
+    def loopback_only() -> Any:
+        # Deliberately broken code must never serve anyone but this machine.
+        if not _is_loopback(request.remote_addr):
+            return jsonify(error="This vulnerable example only answers 127.0.0.1."), 403
+        return None
+
     @app.post("/login")
     def login() -> Any:
         # No password is checked: whoever names a user *is* that user.
@@ -74,6 +82,13 @@ def create_tutorial_app(secret_key: str | None = None) -> Flask:
         return _PAGE % json.dumps(shown)
 
     return app
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def forge_session_cookie(secret_key: str, data: dict[str, Any]) -> str:

@@ -1,0 +1,133 @@
+"""Conversations and messages: every read scoped to the session's user, every record sealed."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from .. import records, store
+from . import messages, stream
+from .capacity import BackendCall
+from .http import fail, json_body, optional_json_body, optional_string, string_field
+from .sessions import iso, login_required
+
+bp = Blueprint("chat", __name__, url_prefix="/api/conversations")
+
+DEFAULT_TITLE = "New conversation"
+MAX_TITLE = 200
+DEFAULT_PAGE, MAX_PAGE = 50, 200
+PAGE_MAX_CHARS = 256 * 1024  # a page may hold fewer than `limit` messages, never more text
+
+
+@bp.post("")
+@login_required
+def create() -> tuple[Response, int]:
+    """Create a conversation with an optional title (a default one otherwise)."""
+    title = (optional_string(json_body(), "title") or "").strip() or DEFAULT_TITLE
+    if len(title) > MAX_TITLE:
+        fail(400, "invalid_title", f"Titles are at most {MAX_TITLE} characters.")
+    conv_id, created = uuid.uuid4().hex, iso()
+    store.create_conversation(store.get_db(), conv_id, g.user_id,
+                              messages.seal_title(conv_id, title), created)
+    return jsonify(id=conv_id, title=title, created_at=created), 201
+
+
+@bp.get("")
+@login_required
+def list_all() -> Response:
+    """List the user's conversations, newest first."""
+    convs = store.list_conversations(store.get_db(), g.user_id)
+    return jsonify(conversations=[messages.conversation_json(c) for c in convs])
+
+
+@bp.delete("/<conv_id>")
+@login_required
+def delete(conv_id: str) -> Response:
+    """Delete a conversation and all its messages."""
+    if not store.delete_conversation(store.get_db(), g.user_id, conv_id):
+        fail(404, "not_found", "No such conversation.")
+    store.scrub.now(store.get_db())  # its ciphertext leaves the -wal file too
+    return Response(status=204)
+
+
+def _page_args() -> tuple[int, int | None]:
+    try:
+        limit = int(request.args.get("limit", DEFAULT_PAGE))
+        before_arg = request.args.get("before")
+        before = None if before_arg in (None, "") else int(before_arg)
+    except ValueError:
+        fail(400, "invalid_query", "'limit' and 'before' must be integers.")
+    if not 1 <= limit <= MAX_PAGE or (before is not None and before < 0):
+        fail(400, "invalid_query", f"'limit' is 1-{MAX_PAGE}; 'before' is not negative.")
+    # A huge 'before' means "from the newest"; unclamped it overflows SQLite's integers (500).
+    return limit, None if before is None else min(before, 2**62)
+
+
+@bp.get("/<conv_id>/messages")
+@login_required
+def history(conv_id: str) -> Response:
+    """One page of history, oldest to newest; ``next_before`` fetches the older page."""
+    messages.own_conversation(conv_id)
+    limit, before = _page_args()
+    # Newest first until the page holds PAGE_MAX_CHARS: a page (and the memory one slow
+    # reader can pin) stays a few MB even when every message is at its length limit.
+    page: list[dict[str, Any]] = []
+    chars, oldest = 0, 0
+    for row in store.newest_messages(store.get_db(), conv_id, limit, before):
+        message = messages.message_json(conv_id, row)
+        chars += len(message["content"])
+        if page and chars > PAGE_MAX_CHARS:
+            break
+        page.append(message)
+        oldest = row.position
+    page.reverse()
+    return jsonify(messages=page, next_before=str(oldest) if oldest > 0 else None)
+
+
+@bp.post("/<conv_id>/messages")
+@login_required
+def send(conv_id: str) -> Response | tuple[Response, int]:
+    """Store the user's message, ask the backend, store and return its reply.
+
+    With ``Accept: text/event-stream`` the reply is streamed as Server-Sent Events.
+    """
+    content = string_field(json_body(), "content")
+    limit = int(current_app.config["MAX_MESSAGE_CHARS"])
+    if not content.strip() or len(content) > limit:
+        fail(400, "invalid_content", f"A message is 1-{limit} characters and not blank.")
+    messages.own_conversation(conv_id)
+    call = BackendCall(g.user_id)  # 429 before anything is stored
+    try:
+        # Stored before the backend is asked: a backend failure never loses it.
+        message, position = messages.append(conv_id, "user", content)
+        call.start()
+        history = stream.recent_history(conv_id, through=position)
+    except BaseException:
+        call.release()
+        raise
+    return stream.answer(conv_id, history, call, message=message)
+
+
+@bp.post("/<conv_id>/reply")
+@login_required
+def reply_again(conv_id: str) -> Response | tuple[Response, int]:
+    """Ask the backend again for the last user message left without a complete reply.
+
+    The way to retry after a 502/503/504 or a cut-off stream; no body is needed. Streams
+    like sending does with ``Accept: text/event-stream``.
+    """
+    optional_json_body()
+    messages.own_conversation(conv_id)
+    last = store.page_messages(store.get_db(), conv_id, 1)
+    if not last or (last[0].role == "assistant" and last[0].status == records.COMPLETE):
+        fail(409, "nothing_to_answer", "The last message already has a reply.")
+    call = BackendCall(g.user_id)
+    try:
+        call.start()
+        history = stream.recent_history(conv_id)
+    except BaseException:
+        call.release()
+        raise
+    return stream.answer(conv_id, history, call)

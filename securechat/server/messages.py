@@ -1,0 +1,76 @@
+"""The signed-in user's records: titles and messages sealed on the way in, opened on the way out.
+
+Every function works on the request's user (``g.user_id``, ``g.data_key``), so a record
+of another user can neither be read nor written through here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import g
+
+from .. import crypto, records, store
+from .http import Abort, fail
+from .sessions import iso
+
+
+def seal_title(conv_id: str, title: str) -> bytes:
+    """A conversation title, sealed for the user."""
+    return crypto.seal(g.data_key, title.encode("utf-8"), records.title_ad(g.user_id, conv_id))
+
+
+def conversation_json(conv: store.Conversation) -> dict[str, Any]:
+    """A conversation as the API shows it (its title opened)."""
+    title = crypto.open_(g.data_key, conv.title, records.title_ad(g.user_id, conv.id))
+    return {"id": conv.id, "title": title.decode("utf-8"), "created_at": conv.created_at}
+
+
+def message_json(conv_id: str, msg: store.Message) -> dict[str, Any]:
+    """A stored message as the API shows it (its content opened)."""
+    ad = records.message_ad(g.user_id, conv_id, msg.position, msg.role, msg.status)
+    content = crypto.open_(g.data_key, msg.content, ad).decode("utf-8")
+    return shown(msg.id, msg.role, content, msg.created_at, msg.status)
+
+
+def shown(msg_id: str, role: str, content: str, created: str, status: str) -> dict[str, Any]:
+    """A message as the API shows it; ``incomplete`` appears only on a reply cut short."""
+    message = {"id": msg_id, "role": role, "content": content, "created_at": created}
+    if status == records.INCOMPLETE:
+        message["incomplete"] = True
+    return message
+
+
+def own_conversation(conv_id: str) -> store.Conversation:
+    """The user's conversation, or 404 (the same for "not yours" and "no such one")."""
+    conv = store.get_conversation(store.get_db(), g.user_id, conv_id)
+    if conv is None:
+        fail(404, "not_found", "No such conversation.")
+    return conv
+
+
+def append(conv_id: str, role: str, content: str,
+           status: str = records.COMPLETE) -> tuple[dict[str, Any], int]:
+    """Seal and append a message; return it as shown and its position (404 if gone)."""
+    msg_id, created = uuid.uuid4().hex, iso()
+
+    def seal(position: int) -> bytes:
+        ad = records.message_ad(g.user_id, conv_id, position, role, status)
+        return crypto.seal(g.data_key, content.encode("utf-8"), ad)
+
+    position = store.append_message(store.get_db(), g.user_id, conv_id, msg_id, role,
+                                    seal, created, status)
+    if position is None:
+        fail(404, "not_found", "No such conversation.")
+    return shown(msg_id, role, content, created, status), position
+
+
+def keep_partial(conv_id: str, text: str) -> None:
+    """Store a reply cut short, marked incomplete (nothing when nothing was generated)."""
+    if not text:
+        return
+    try:
+        append(conv_id, "assistant", text, records.INCOMPLETE)
+    except Abort:
+        pass  # the conversation was deleted meanwhile: there is nowhere to keep it

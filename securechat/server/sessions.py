@@ -1,0 +1,137 @@
+"""Server-side sessions: the signed cookie, loading a request's session, CSRF, timeouts.
+
+The cookie carries a random token, signed with the server secret. The database keeps
+only the token's hash and the user's data key wrapped under a key derived from the
+token, so a copy of the database plus the secret opens nothing without a live cookie.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from flask import Response, current_app, g, request
+from itsdangerous import BadSignature, Signer
+
+from .. import crypto, records, store
+from ..errors import DecryptionError
+from ..protocol import CSRF_HEADER
+from .http import fail
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def now() -> float:
+    """Current time in seconds; ``CLOCK`` in the settings makes it injectable for tests."""
+    clock = current_app.config.get("CLOCK") or time.time
+    return float(clock())
+
+
+def iso(ts: float | None = None) -> str:
+    """Format a timestamp (default: now) as ISO-8601 UTC."""
+    moment = datetime.fromtimestamp(now() if ts is None else ts, tz=timezone.utc)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def cookie_name() -> str:
+    """The session cookie's name: ``__Host-`` prefixed when served over HTTPS."""
+    return "__Host-securechat" if current_app.config["HTTPS"] else "securechat_session"
+
+
+def cookie_signer() -> Signer:
+    """What signs (and checks) session cookies: the server secret, nothing else."""
+    return Signer(current_app.config["SECRET_KEY"], salt="securechat.session-cookie")
+
+
+def presented_token() -> str | None:
+    """The session token of the request's cookie, if its signature holds."""
+    cookie = request.cookies.get(cookie_name())
+    if not cookie:
+        return None
+    try:
+        return cookie_signer().unsign(cookie).decode("ascii")
+    except (BadSignature, UnicodeDecodeError):
+        return None
+
+
+def start(user_id: str, data_key: bytes) -> tuple[str, str]:
+    """Store a new session for the user; return its cookie's value and its CSRF token."""
+    token, t = crypto.new_token(), now()
+    wrapped = crypto.seal(crypto.session_wrap_key(token), data_key,
+                          records.session_key_ad(user_id))
+    store.create_session(store.get_db(), crypto.token_hash(token), user_id, wrapped, t)
+    return cookie_signer().sign(token).decode("ascii"), crypto.csrf_token(token)
+
+
+def set_cookie(response: Response, value: str) -> None:
+    """Give the browser the session cookie: HttpOnly, SameSite=Lax, Secure under HTTPS."""
+    cfg = current_app.config
+    response.set_cookie(cookie_name(), value, max_age=int(cfg["SESSION_ABSOLUTE_TIMEOUT"]),
+                        path="/", httponly=True, samesite="Lax", secure=bool(cfg["HTTPS"]))
+
+
+def clear_cookie(response: Response) -> None:
+    """Tell the browser to forget the session cookie."""
+    response.delete_cookie(cookie_name(), path="/", httponly=True, samesite="Lax",
+                           secure=bool(current_app.config["HTTPS"]))
+
+
+def load_session() -> bool:
+    """Authenticate the request's cookie; fill ``g.user_id``, ``g.data_key``, ``g.csrf``."""
+    if "user_id" in g:
+        return True
+    token = presented_token()
+    if token is None:
+        return False
+    db, digest, t = store.get_db(), crypto.token_hash(token), now()
+    session = store.get_session(db, digest)
+    if session is None:
+        return False
+    cfg = current_app.config
+    idle, absolute = cfg["SESSION_IDLE_TIMEOUT"], cfg["SESSION_ABSOLUTE_TIMEOUT"]
+    if t - session.last_seen > idle or t - session.created_at > absolute:
+        store.delete_session(db, digest)
+        store.scrub.now(db)
+        g.session_expired = True
+        return False
+    try:
+        data_key = crypto.open_(crypto.session_wrap_key(token), session.wrapped_key,
+                                records.session_key_ad(session.user_id))
+    except DecryptionError:
+        return False
+    # Write last_seen only when it moved noticeably: one write per request is wasteful.
+    if t - session.last_seen >= min(60.0, idle * 0.05):
+        store.touch_session(db, digest, t)
+    g.user_id, g.username, g.data_key = session.user_id, session.username, data_key
+    g.token_digest, g.csrf = digest, crypto.csrf_token(token)
+    return True
+
+
+def check_csrf() -> None:
+    """Refuse a state-changing request whose X-CSRF-Token does not match the session."""
+    if request.method in _SAFE_METHODS:
+        return
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not hmac.compare_digest(sent.encode("utf-8", "replace"), g.csrf.encode("ascii")):
+        fail(403, "csrf_failed", f"Missing or wrong {CSRF_HEADER} header.")
+
+
+def login_required(view: F) -> F:
+    """Require a live session (401) and, for state changes, the CSRF header (403)."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not load_session():
+            if g.get("session_expired"):
+                fail(401, "session_expired", "Your session expired; log in again.")
+            fail(401, "unauthorized", "Log in first.")
+        check_csrf()
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]

@@ -1,0 +1,141 @@
+"""Answering from the AI backend: the whole reply as JSON, or streamed as Server-Sent Events.
+
+The user's message is stored before the backend is asked; a backend failure answers
+502/503/504 (or an ``error`` event) and keeps what was generated, marked incomplete.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Response, current_app, jsonify, request, stream_with_context
+
+from .. import protocol, store
+from ..backends import BackendError, Responder, Turn, trim_history
+from . import messages
+from .capacity import BackendCall
+from .http import Abort, fail
+
+log = logging.getLogger(__name__)
+
+
+def responder() -> Responder:
+    """The app's configured AI backend."""
+    return current_app.extensions["securechat.responder"]
+
+
+def recent_history(conv_id: str, through: int | None = None) -> list[Turn]:
+    """What the backend is shown: the newest complete messages within both bounds.
+
+    ``through`` ends the history at that position: a message sent at the same moment
+    from another tab must not become the one this request's reply answers.
+    """
+    cfg = current_app.config
+    window = int(cfg["HISTORY_WINDOW"])
+    needed = getattr(responder(), "max_history", None)
+    if isinstance(needed, int) and needed > 0:
+        window = min(window, needed)
+    before = None if through is None else through + 1
+    rows = store.page_messages(store.get_db(), conv_id, window, before)
+    # A reply cut short is kept for the user but not fed back to the model as if it were whole.
+    turns = [Turn(role=m["role"], content=m["content"])
+             for m in (messages.message_json(conv_id, r) for r in rows)
+             if "incomplete" not in m]
+    return trim_history(turns, window, int(cfg["HISTORY_MAX_CHARS"]))
+
+
+def wants_stream() -> bool:
+    """True when the client asked for Server-Sent Events rather than JSON."""
+    return request.accept_mimetypes.best_match(
+        ["application/json", protocol.CONTENT_TYPE]) == protocol.CONTENT_TYPE
+
+
+def answer(conv_id: str, history: list[Turn], call: BackendCall,
+           **shown: Any) -> Response | tuple[Response, int]:
+    """Ask the backend (streamed or not), holding ``call``'s slots until the answer is done."""
+    if wants_stream():
+        return _stream_reply(conv_id, history, call)  # freed when the response closes
+    try:
+        return jsonify(**shown, reply=_ask(conv_id, history)), 201
+    finally:
+        call.release()
+
+
+def _ask(conv_id: str, history: list[Turn]) -> dict[str, Any]:
+    """Ask the backend for the whole reply and store it; backend failures become 502/503/504."""
+    try:
+        text = responder().reply(history)
+    except BackendError as e:
+        # A reply cut by a bound is kept, marked incomplete, as a stream's would be.
+        messages.keep_partial(conv_id, e.partial)
+        fail(e.status, e.code, e.message)
+    return messages.append(conv_id, "assistant", text)[0]
+
+
+def _stream_reply(conv_id: str, history: list[Turn], call: BackendCall) -> Response:
+    """Answer Server-Sent Events: ``delta`` per chunk, then ``done`` (or ``error``).
+
+    The backend slot ``call`` is held until the response is closed, however it ends.
+    """
+
+    def events() -> Iterator[bytes]:
+        parts: list[str] = []
+        final: bytes | None = None  # the closing event, once the reply is settled
+        chunks = responder().stream(history)
+        try:
+            # A comment (ignored by SSE readers) sends the headers now: the client learns
+            # that its message is stored while the backend is still thinking.
+            yield b": stream open\n\n"
+            try:
+                for chunk in chunks:
+                    parts.append(chunk)
+                    yield protocol.encode("delta", {"content": chunk})
+            except BackendError as e:
+                final = _error_event(e.code, e.message)
+                _keep_partial(conv_id, parts)
+            else:
+                final = _store_reply_event(conv_id, "".join(parts))
+        except Exception as e:  # the headers are sent: report, do not vanish
+            # A bug or a database failure mid-stream: the client still gets the contract's
+            # error event, and the server log gets the traceback.
+            log.error("unhandled %s while streaming a reply", type(e).__name__, exc_info=e)
+            final = _error_event("internal_error", "Internal server error.")
+            _keep_partial(conv_id, parts)
+        finally:
+            # Closing the backend's stream stops its generation when the client left.
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+            if final is None:
+                # GeneratorExit: the client went away mid-stream; keep what was generated.
+                _keep_partial(conv_id, parts)
+        yield final
+
+    response = Response(stream_with_context(events()), mimetype=protocol.CONTENT_TYPE)
+    # Proxies such as nginx would otherwise buffer the stream into one late block.
+    response.headers["X-Accel-Buffering"] = "no"
+    # The WSGI server closes the response even when the client left before the first byte.
+    response.call_on_close(call.release)
+    return response
+
+
+def _error_event(code: str, message: str) -> bytes:
+    return protocol.encode("error", {"error": {"code": code, "message": message}})
+
+
+def _store_reply_event(conv_id: str, text: str) -> bytes:
+    """Store the finished reply; the ``done`` event, or ``error`` if the conversation went."""
+    try:
+        return protocol.encode("done", messages.append(conv_id, "assistant", text)[0])
+    except Abort as e:
+        # Deleted while the reply was streaming: the headers are long sent, so say it here.
+        return _error_event(e.slug, str(e.description))
+
+
+def _keep_partial(conv_id: str, parts: list[str]) -> None:
+    try:
+        messages.keep_partial(conv_id, "".join(parts))
+    except Exception as e:  # runs while an error event is being sent: log, carry on
+        log.error("could not keep a partial reply: %s", type(e).__name__, exc_info=e)

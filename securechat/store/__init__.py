@@ -1,0 +1,40 @@
+"""Storage: SQLite connections, the schema's migrations and every query; ciphertext only."""
+
+from __future__ import annotations
+
+from . import scrub
+from .connection import Pool, connect, get_db, init_app
+from .migrate import SCHEMA_VERSION, migrate
+from .queries import (
+    Conversation,
+    Message,
+    Session,
+    User,
+    UsernameTaken,
+    append_message,
+    create_conversation,
+    create_session,
+    create_user,
+    delete_conversation,
+    delete_session,
+    delete_stale_sessions,
+    find_user,
+    get_conversation,
+    get_session,
+    keep_recent_sessions,
+    list_conversations,
+    newest_messages,
+    page_messages,
+    rewrap_user_key,
+    touch_session,
+    transaction,
+)
+
+__all__ = [
+    "SCHEMA_VERSION", "Conversation", "Message", "Pool", "Session", "User", "UsernameTaken",
+    "append_message", "connect", "create_conversation", "create_session", "create_user",
+    "delete_conversation", "delete_session", "delete_stale_sessions", "find_user",
+    "get_conversation", "get_db", "get_session", "init_app", "keep_recent_sessions",
+    "list_conversations", "migrate", "newest_messages", "page_messages", "rewrap_user_key",
+    "scrub", "touch_session", "transaction",
+]

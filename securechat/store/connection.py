@@ -1,0 +1,105 @@
+"""SQLite connections: opened in WAL mode, pooled across requests, one borrowed per request."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import weakref
+
+from flask import Flask, current_app, g
+
+from . import scrub
+from .migrate import migrate
+from .queries import delete_stale_sessions
+
+# How long a statement waits for another connection's write lock before failing.
+BUSY_TIMEOUT_MS = 30_000
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open a connection in autocommit mode, WAL, foreign keys on."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # Deleted rows are zeroed so a removed conversation does not linger in free pages.
+    conn.execute("PRAGMA secure_delete=ON")
+    return conn
+
+
+class Pool:
+    """Idle connections reused across requests: opening one costs more than a query.
+
+    It also keeps the WAL file alive between requests instead of folding it back into
+    the database after every one. Connections are closed when the pool is.
+    """
+
+    def __init__(self, path: str, size: int = 8) -> None:
+        self.path, self.size = path, size
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        # Closed explicitly even when the app is simply dropped (no ResourceWarning).
+        self._finalizer = weakref.finalize(self, _close_all, self._idle)
+
+    def take(self) -> sqlite3.Connection:
+        """An idle connection, or a new one."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return connect(self.path)
+
+    def give(self, conn: sqlite3.Connection) -> None:
+        """Return a connection after a request (closed when the pool is full)."""
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # never hand on a half-done transaction
+        with self._lock:
+            if len(self._idle) < self.size:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        self._finalizer()
+
+
+def _close_all(idle: list[sqlite3.Connection]) -> None:
+    while idle:
+        idle.pop().close()
+
+
+def init_app(app: Flask) -> None:
+    """Create or migrate the database; each request borrows a pooled connection."""
+    path = app.config["DATABASE"]
+    if path != ":memory:" and not os.path.exists(path):
+        # Owner-only from the start; SQLite gives the -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    conn = connect(path)
+    try:
+        migrate(conn)
+        # Sessions that timed out while the server was down go now, not at the next login.
+        now = float((app.config.get("CLOCK") or time.time)())
+        delete_stale_sessions(conn, now - app.config["SESSION_IDLE_TIMEOUT"],
+                              now - app.config["SESSION_ABSOLUTE_TIMEOUT"])
+        # Whatever an earlier run deleted, its old pages leave the -wal file now.
+        scrub.checkpoint(conn)
+    finally:
+        conn.close()
+    app.extensions["securechat.db"] = Pool(path)
+    app.extensions["securechat.scrubber"] = scrub.Scrubber(lambda: connect(path))
+    app.teardown_appcontext(_close_db)
+
+
+def get_db() -> sqlite3.Connection:
+    """Return this request's connection, borrowing it from the pool on first use."""
+    if "db" not in g:
+        g.db = current_app.extensions["securechat.db"].take()
+    return g.db
+
+
+def _close_db(exc: BaseException | None = None) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        current_app.extensions["securechat.db"].give(db)
