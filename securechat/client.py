@@ -89,9 +89,23 @@ class ChatClient:
 
     # --- conversations --------------------------------------------------------------
 
-    def conversations(self) -> list[dict[str, Any]]:
-        """The user's conversations, newest first."""
-        return self.request("GET", "/api/conversations")["conversations"]
+    def conversations_page(self, limit: int = 50, before: str | None = None) -> dict[str, Any]:
+        """One page of conversations: ``{"conversations": [...], "next_before": ...}``."""
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        return self.request("GET", "/api/conversations", params=params)
+
+    def conversations(self, page_size: int = 200) -> list[dict[str, Any]]:
+        """All the user's conversations (every page): starred first, then latest activity."""
+        found: list[dict[str, Any]] = []
+        before: str | None = None
+        while True:
+            page = self.conversations_page(page_size, before)
+            found += page["conversations"]
+            before = page["next_before"]
+            if before is None:
+                return found
 
     def new_conversation(self, title: str | None = None) -> dict[str, Any]:
         """Create a conversation (a default title when none is given)."""

@@ -157,9 +157,10 @@ def test_create_conversation_default_and_given_title(alice: ChatClient) -> None:
     response = raw(alice, "POST", "/api/conversations", json={}, headers=csrf(alice))
     assert response.status_code == 201
     conv = response.json()
-    assert set(conv) == {"id", "title", "created_at"}
+    assert set(conv) == {"id", "title", "created_at", "updated_at", "starred"}
     assert conv["title"] == "New conversation" and isinstance(conv["id"], str)
-    assert is_iso_utc(conv["created_at"])
+    assert is_iso_utc(conv["created_at"]) and conv["updated_at"] == conv["created_at"]
+    assert conv["starred"] is False
     assert alice.new_conversation("Trip <plans>")["title"] == "Trip <plans>"
     assert alice.new_conversation("   ")["title"] == "New conversation"
 
@@ -173,9 +174,40 @@ def test_create_conversation_bad_title(alice: ChatClient, title: object) -> None
 
 def test_list_conversations_newest_first(alice: ChatClient) -> None:
     ids = [alice.new_conversation(f"c{i}")["id"] for i in range(4)]
-    listed = raw(alice, "GET", "/api/conversations").json()["conversations"]
+    body = raw(alice, "GET", "/api/conversations").json()
+    assert set(body) == {"conversations", "next_before"} and body["next_before"] is None
+    listed = body["conversations"]
     assert [c["id"] for c in listed] == ids[::-1]
     assert [c["title"] for c in listed] == ["c3", "c2", "c1", "c0"]
+
+
+def test_list_is_ordered_by_last_activity(alice: ChatClient) -> None:
+    old, new = alice.new_conversation("old")["id"], alice.new_conversation("new")["id"]
+    alice.send(old, "bump")  # a message makes a conversation the most recent
+    listed = alice.conversations()
+    assert [c["id"] for c in listed] == [old, new]
+    assert listed[0]["updated_at"] > listed[0]["created_at"]
+
+
+def test_list_pages_with_an_opaque_cursor(alice: ChatClient) -> None:
+    ids = [alice.new_conversation(f"p{i}")["id"] for i in range(7)][::-1]
+    seen, before, pages = [], None, 0
+    while True:
+        params = {"limit": 3} | ({} if before is None else {"before": before})
+        body = raw(alice, "GET", "/api/conversations", params=params).json()
+        seen += [c["id"] for c in body["conversations"]]
+        before, pages = body["next_before"], pages + 1
+        if before is None:
+            break
+        assert isinstance(before, str)
+    assert seen == ids and pages == 3
+    assert [c["id"] for c in alice.conversations(page_size=2)] == ids
+
+
+@pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 201}, {"limit": "x"},
+                                   {"before": "not-a-cursor"}, {"before": "WzEsMl0"}])
+def test_list_refuses_bad_paging(alice: ChatClient, query: dict[str, Any]) -> None:
+    assert_error(raw(alice, "GET", "/api/conversations", params=query), 400, "invalid_query")
 
 
 def test_send_message_and_reply(alice: ChatClient) -> None:

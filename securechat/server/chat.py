@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from typing import Any
 
@@ -31,15 +33,44 @@ def create() -> tuple[Response, int]:
     conv_id, created = uuid.uuid4().hex, iso()
     store.create_conversation(store.get_db(), conv_id, g.user_id,
                               messages.seal_title(conv_id, title), created)
-    return jsonify(id=conv_id, title=title, created_at=created), 201
+    return jsonify(id=conv_id, title=title, created_at=created, updated_at=created,
+                   starred=False), 201
 
 
 @bp.get("")
 @login_required
 def list_all() -> Response:
-    """List the user's conversations, newest first."""
-    convs = store.list_conversations(store.get_db(), g.user_id)
-    return jsonify(conversations=[messages.conversation_json(c) for c in convs])
+    """One page of the user's conversations: starred first, then by last activity.
+
+    ``next_before`` is an opaque cursor for the next page (null on the last one).
+    """
+    limit = _limit()
+    after = _list_cursor(request.args.get("before"))
+    convs = store.list_conversations(store.get_db(), g.user_id, limit + 1, after)
+    more, convs = len(convs) > limit, convs[:limit]
+    last = convs[-1] if convs and more else None
+    cursor = None if last is None else _encode_cursor(
+        [int(last.starred), last.updated_at, last.id])
+    return jsonify(conversations=[messages.conversation_json(c) for c in convs],
+                   next_before=cursor)
+
+
+def _encode_cursor(value: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def _list_cursor(text: str | None) -> store.ListCursor | None:
+    """The position a list cursor names, or 400 for anything this server did not make."""
+    if not text:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        starred, updated, conv_id = json.loads(raw)
+        if starred in (0, 1) and isinstance(updated, str) and isinstance(conv_id, str):
+            return int(starred), updated, conv_id
+    except (ValueError, TypeError, RecursionError):
+        pass
+    fail(400, "invalid_query", "'before' is not a cursor this server gave out.")
 
 
 @bp.delete("/<conv_id>")
@@ -52,15 +83,25 @@ def delete(conv_id: str) -> Response:
     return Response(status=204)
 
 
-def _page_args() -> tuple[int, int | None]:
+def _limit() -> int:
     try:
         limit = int(request.args.get("limit", DEFAULT_PAGE))
+    except ValueError:
+        fail(400, "invalid_query", "'limit' must be an integer.")
+    if not 1 <= limit <= MAX_PAGE:
+        fail(400, "invalid_query", f"'limit' is 1-{MAX_PAGE}.")
+    return limit
+
+
+def _page_args() -> tuple[int, int | None]:
+    limit = _limit()
+    try:
         before_arg = request.args.get("before")
         before = None if before_arg in (None, "") else int(before_arg)
     except ValueError:
-        fail(400, "invalid_query", "'limit' and 'before' must be integers.")
-    if not 1 <= limit <= MAX_PAGE or (before is not None and before < 0):
-        fail(400, "invalid_query", f"'limit' is 1-{MAX_PAGE}; 'before' is not negative.")
+        fail(400, "invalid_query", "'before' must be a cursor this server gave out.")
+    if before is not None and before < 0:
+        fail(400, "invalid_query", "'before' must be a cursor this server gave out.")
     # A huge 'before' means "from the newest"; unclamped it overflows SQLite's integers (500).
     return limit, None if before is None else min(before, 2**62)
 

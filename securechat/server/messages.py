@@ -24,7 +24,8 @@ def seal_title(conv_id: str, title: str) -> bytes:
 def conversation_json(conv: store.Conversation) -> dict[str, Any]:
     """A conversation as the API shows it (its title opened)."""
     title = crypto.open_(g.data_key, conv.title, records.title_ad(g.user_id, conv.id))
-    return {"id": conv.id, "title": title.decode("utf-8"), "created_at": conv.created_at}
+    return {"id": conv.id, "title": title.decode("utf-8"), "created_at": conv.created_at,
+            "updated_at": conv.updated_at, "starred": conv.starred}
 
 
 def message_json(conv_id: str, msg: store.Message) -> dict[str, Any]:

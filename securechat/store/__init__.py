@@ -7,6 +7,7 @@ from .connection import Pool, connect, get_db, init_app
 from .migrate import SCHEMA_VERSION, migrate
 from .queries import (
     Conversation,
+    ListCursor,
     Message,
     Session,
     User,
@@ -31,10 +32,10 @@ from .queries import (
 )
 
 __all__ = [
-    "SCHEMA_VERSION", "Conversation", "Message", "Pool", "Session", "User", "UsernameTaken",
-    "append_message", "connect", "create_conversation", "create_session", "create_user",
-    "delete_conversation", "delete_session", "delete_stale_sessions", "find_user",
-    "get_conversation", "get_db", "get_session", "init_app", "keep_recent_sessions",
-    "list_conversations", "migrate", "newest_messages", "page_messages", "rewrap_user_key",
-    "scrub", "touch_session", "transaction",
+    "SCHEMA_VERSION", "Conversation", "ListCursor", "Message", "Pool", "Session", "User",
+    "UsernameTaken", "append_message", "connect", "create_conversation", "create_session",
+    "create_user", "delete_conversation", "delete_session", "delete_stale_sessions",
+    "find_user", "get_conversation", "get_db", "get_session", "init_app",
+    "keep_recent_sessions", "list_conversations", "migrate", "newest_messages",
+    "page_messages", "rewrap_user_key", "scrub", "touch_session", "transaction",
 ]

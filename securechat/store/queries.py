@@ -42,11 +42,13 @@ class Session:
 
 @dataclass(frozen=True)
 class Conversation:
-    """A conversation row; the title is ciphertext."""
+    """A conversation row; the title is ciphertext. ``updated_at``: its last message's time."""
 
     id: str
     title: bytes
     created_at: str
+    updated_at: str
+    starred: bool
 
 
 @dataclass(frozen=True)
@@ -158,32 +160,46 @@ def delete_stale_sessions(db: sqlite3.Connection, idle_before: float,
 
 # --- conversations and messages ---------------------------------------------
 
+_CONVERSATION = "SELECT id, title, created_at, updated_at, starred FROM conversations"
+
+
+def _conversation(row: tuple[str, bytes, str, str, int]) -> Conversation:
+    return Conversation(row[0], row[1], row[2], row[3], bool(row[4]))
+
+
 def create_conversation(db: sqlite3.Connection, conv_id: str, user_id: str, title: bytes,
                         created_at: str) -> None:
     """Insert a conversation with its sealed title."""
     db.execute(
-        "INSERT INTO conversations (id, user_id, title, created_at) VALUES (?, ?, ?, ?)",
-        (conv_id, user_id, title, created_at),
+        "INSERT INTO conversations (id, user_id, title, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (conv_id, user_id, title, created_at, created_at),
     )
 
 
-def list_conversations(db: sqlite3.Connection, user_id: str) -> list[Conversation]:
-    """Return the user's conversations, newest first."""
+# Where a page of the list starts: after the conversation (starred, updated_at, id).
+ListCursor = tuple[int, str, str]
+
+
+def list_conversations(db: sqlite3.Connection, user_id: str, limit: int,
+                       after: ListCursor | None = None) -> list[Conversation]:
+    """One page of the user's conversations: starred first, then latest activity, then id."""
+    # A row-value comparison follows the index's order exactly (portable to PostgreSQL).
+    where, args = ("", ()) if after is None else (
+        " AND (starred, updated_at, id) < (?, ?, ?)", after)
     rows = db.execute(
-        "SELECT id, title, created_at FROM conversations WHERE user_id = ?"
-        " ORDER BY created_at DESC, id DESC",
-        (user_id,),
+        f"{_CONVERSATION} WHERE user_id = ?{where}"  # noqa: S608 - fixed text, no input
+        " ORDER BY starred DESC, updated_at DESC, id DESC LIMIT ?",
+        (user_id, *args, limit),
     ).fetchall()
-    return [Conversation(*row) for row in rows]
+    return [_conversation(row) for row in rows]
 
 
 def get_conversation(db: sqlite3.Connection, user_id: str, conv_id: str) -> Conversation | None:
     """Return the conversation if it exists *and* belongs to the user."""
-    row = db.execute(
-        "SELECT id, title, created_at FROM conversations WHERE id = ? AND user_id = ?",
-        (conv_id, user_id),
-    ).fetchone()
-    return Conversation(*row) if row else None
+    row = db.execute(f"{_CONVERSATION} WHERE id = ? AND user_id = ?",  # noqa: S608
+                     (conv_id, user_id)).fetchone()
+    return _conversation(row) if row else None
 
 
 def delete_conversation(db: sqlite3.Connection, user_id: str, conv_id: str) -> bool:
@@ -209,9 +225,9 @@ def append_message(db: sqlite3.Connection, user_id: str, conv_id: str, msg_id: s
     """
     with transaction(db):
         cur = db.execute(
-            "UPDATE conversations SET next_position = next_position + 1"
+            "UPDATE conversations SET next_position = next_position + 1, updated_at = ?"
             " WHERE id = ? AND user_id = ?",
-            (conv_id, user_id),
+            (created_at, conv_id, user_id),
         )
         if cur.rowcount == 0:
             return None

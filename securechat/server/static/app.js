@@ -138,6 +138,19 @@ import { renderMarkdown } from "./markdown.js";
 
   const conversationPath = (id) => "/api/conversations/" + encodeURIComponent(id);
 
+  async function allConversations() {
+    // Pages come starred first, then by latest activity; the list is every page.
+    const found = [];
+    let before = null;
+    do {
+      const query = "?limit=" + PAGE + (before === null ? "" : "&before=" + encodeURIComponent(before));
+      const page = await api("GET", "/api/conversations" + query);
+      found.push(...page.conversations);
+      before = page.next_before;
+    } while (before !== null && before !== undefined);
+    return found;
+  }
+
   async function fullHistory(id) {
     // Pages come newest first; each page is oldest to newest within itself.
     const pages = [];
@@ -307,7 +320,7 @@ import { renderMarkdown } from "./markdown.js";
   }
 
   async function loadConversations(select) {
-    state.conversations = (await api("GET", "/api/conversations")).conversations;
+    state.conversations = await allConversations();
     const ids = state.conversations.map((c) => c.id);
     state.current = ids.includes(select) ? select : (ids[0] || null);
     renderConversations();
