@@ -20,8 +20,8 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 from securechat import BackgroundServer, create_app
 from securechat.app import CSP
 from securechat.auth import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
-from securechat.markdown import TAGS, render_markdown
 from securechat.responders import Turn
+from securechat.widgets.markdown import TAGS, render_markdown
 from tests import browser_helpers
 from tests.browser_helpers import chromium, screenshot
 from tests.conftest import FAST

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
@@ -615,7 +617,7 @@ def test_no_focus_when_driven_from_code(
 # --- typing while a reply is on its way ----------------------------------------------
 
 def test_the_box_stays_editable_while_a_reply_is_pending() -> None:
-    from securechat.widgets import _INPUT_ESM
+    from securechat.widgets.chatbox import _INPUT_ESM
 
     # Only sending waits: the textarea is never disabled, the Send button is.
     assert "box.disabled" not in _INPUT_ESM
@@ -727,3 +729,42 @@ def test_display_and_close(make_user: Callable[..., ChatClient]) -> None:
     box.close()
     assert all(widget.comm is None for widget in widgets)
     assert "ChatBox" in repr(box)
+
+
+# --- a server install has no Jupyter -----------------------------------------------------
+
+JUPYTER = ("ipywidgets", "anywidget", "traitlets")
+
+
+def _python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    return done.stdout
+
+
+def test_the_renderer_imports_no_widget_library() -> None:
+    out = _python("import sys\n"
+                  "import securechat.widgets.markdown, securechat.widgets, securechat\n"
+                  f"print(sorted(m for m in sys.modules if m.partition('.')[0] in {JUPYTER!r}))\n"
+                  "from securechat.widgets import ChatBox\n"  # the widget itself does, lazily
+                  f"print(sorted({{m.partition('.')[0] for m in sys.modules}} & {set(JUPYTER)!r}))")
+    assert out.splitlines() == ["[]", str(sorted(JUPYTER))]
+
+
+def test_without_jupyter_the_renderer_works_and_the_widget_says_what_is_missing() -> None:
+    code = ("import sys\n"
+            f"for name in {JUPYTER!r}:\n"
+            "    sys.modules[name] = None  # not installed: importing it fails\n"
+            "import securechat\n"
+            "from securechat.widgets import render_markdown\n"
+            "print(render_markdown('**x**'))\n"
+            "for get in (lambda: securechat.ChatBox, lambda: securechat.widgets.ChatInput):\n"
+            "    try:\n"
+            "        get()\n"
+            "    except ImportError as e:\n"
+            "        print(type(e).__name__, e)\n")
+    out = _python(code).splitlines()
+    assert out[0] == "<p><strong>x</strong></p>"
+    for line, name in zip(out[1:], ["ChatBox", "ChatInput"], strict=True):
+        assert line == (f"ImportError securechat.widgets.{name} needs ipywidgets and anywidget, "
+                        "which are not installed here (pip install ipywidgets anywidget)")

@@ -2,7 +2,7 @@
 
 Every message is escaped with :func:`html.escape` before it reaches an ``HTML``
 widget (whose value the browser sets as ``innerHTML``); assistant replies may use
-a small Markdown subset that :func:`render_markdown` (from :mod:`securechat.markdown`)
+a small Markdown subset that :func:`render_markdown` (from :mod:`securechat.widgets.markdown`)
 parses into a tree of attribute-free tags over escaped text, so no HTML from a message
 can survive. Callbacks show errors inline and re-enable the UI
 in ``finally``; nothing here starts a thread.
@@ -23,8 +23,8 @@ import anywidget
 import ipywidgets as w
 import traitlets
 
-from .client import ChatClient, ReplyStream
-from .errors import ApiError, SecureChatError, TransportError
+from ..client import ChatClient, ReplyStream
+from ..errors import ApiError, SecureChatError, TransportError
 from .markdown import render_markdown
 
 log = logging.getLogger(__name__)
