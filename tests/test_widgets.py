@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,9 @@ from securechat import (
 from securechat.widgets import describe_error, message_html, render_markdown
 from tests.conftest import FAST, PASSWORD
 from tests.fake_backend import Flaky
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDGETS = ROOT / "securechat" / "widgets"
 
 XSS = [
     '<img src=x onerror="window.pwned=1">',
@@ -617,11 +621,10 @@ def test_no_focus_when_driven_from_code(
 # --- typing while a reply is on its way ----------------------------------------------
 
 def test_the_box_stays_editable_while_a_reply_is_pending() -> None:
-    from securechat.widgets.chatbox import _INPUT_ESM
-
+    esm = (WIDGETS / "chat_input.js").read_text("utf-8")
     # Only sending waits: the textarea is never disabled, the Send button is.
-    assert "box.disabled" not in _INPUT_ESM
-    assert "send.disabled = model.get(\"disabled\")" in _INPUT_ESM
+    assert "box.disabled" not in esm
+    assert "send.disabled = model.get(\"disabled\")" in esm
 
 
 def test_a_sent_message_never_syncs_back_over_newer_typing(
@@ -768,3 +771,39 @@ def test_without_jupyter_the_renderer_works_and_the_widget_says_what_is_missing(
     for line, name in zip(out[1:], ["ChatBox", "ChatInput"], strict=True):
         assert line == (f"ImportError securechat.widgets.{name} needs ipywidgets and anywidget, "
                         "which are not installed here (pip install ipywidgets anywidget)")
+
+
+# --- the input's browser half: files next to its class, shipped in the wheel ---------------
+
+def test_the_input_sends_its_files_to_the_browser(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    # The synced module and style are the files, byte for byte (nothing inline).
+    assert box.input._esm == (WIDGETS / "chat_input.js").read_text("utf-8")
+    assert box.input._css == (WIDGETS / "chat_input.css").read_text("utf-8")
+    assert "export default { initialize, render };" in box.input._esm
+    assert ".securechat-msg pre" in box.input._css
+    box.close()
+
+
+def test_the_input_module_has_no_html_sink() -> None:
+    # A file now, so the audit of the page's JavaScript (tests/test_static_js.py) covers it too.
+    from securechat import attacks
+
+    assert attacks.audit_file(WIDGETS / "chat_input.js") == []
+
+
+def test_the_input_files_ship_in_the_wheel(tmp_path: Path) -> None:
+    # A wheel holds what build_py copies under the project's own package-data rules; run
+    # it on a copy, so the checkout gets no build/ or egg-info folder.
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path)
+    shutil.copytree(ROOT / "securechat", tmp_path / "securechat",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()",
+                    "build_py", "--build-lib", "lib"], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=120)
+    built = tmp_path / "lib" / "securechat" / "widgets"
+    assert (built / "chat_input.py").is_file()  # the build did run
+    for name in ("chat_input.js", "chat_input.css"):
+        assert (built / name).is_file(), f"{name} is missing from the wheel"
+        assert (built / name).read_bytes() == (WIDGETS / name).read_bytes(), name

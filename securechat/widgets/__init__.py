@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from .markdown import render_markdown
 
 if TYPE_CHECKING:
-    from .chatbox import ChatBox, ChatInput, describe_error, message_html, wait_time
+    from .chat_input import ChatInput
+    from .chatbox import ChatBox, describe_error, message_html, wait_time
 
 __all__ = [
     "ChatBox", "ChatInput", "describe_error", "message_html", "render_markdown", "wait_time",
@@ -23,7 +24,7 @@ __all__ = [
 # Name -> the module that defines it, imported on first use.
 _LAZY = {
     "ChatBox": ".chatbox",
-    "ChatInput": ".chatbox",
+    "ChatInput": ".chat_input",
     "describe_error": ".chatbox",
     "message_html": ".chatbox",
     "wait_time": ".chatbox",
