@@ -759,16 +759,20 @@ def test_without_jupyter_the_renderer_works_and_the_widget_says_what_is_missing(
             f"for name in {JUPYTER!r}:\n"
             "    sys.modules[name] = None  # not installed: importing it fails\n"
             "import securechat\n"
-            "from securechat.widgets import render_markdown\n"
+            "from securechat.widgets import describe_error, message_html, render_markdown\n"
+            "from securechat.errors import TransportError\n"
             "print(render_markdown('**x**'))\n"
+            "print(message_html('user', '<b>'))\n"
+            "print(describe_error(TransportError('unreachable', 'Cannot reach the server.')))\n"
             "for get in (lambda: securechat.ChatBox, lambda: securechat.widgets.ChatInput):\n"
             "    try:\n"
             "        get()\n"
             "    except ImportError as e:\n"
             "        print(type(e).__name__, e)\n")
     out = _python(code).splitlines()
-    assert out[0] == "<p><strong>x</strong></p>"
-    for line, name in zip(out[1:], ["ChatBox", "ChatInput"], strict=True):
+    assert out[:3] == ["<p><strong>x</strong></p>", message_html("user", "<b>"),
+                       "Cannot reach the server. Check the server, then try again."]
+    for line, name in zip(out[3:], ["ChatBox", "ChatInput"], strict=True):
         assert line == (f"ImportError securechat.widgets.{name} needs ipywidgets and anywidget, "
                         "which are not installed here (pip install ipywidgets anywidget)")
 

@@ -1,9 +1,8 @@
 """The notebook chat: :class:`ChatBox`, its message box :class:`ChatInput`, the safe renderer.
 
-The renderer and the bubble markup are pure Python (:mod:`.markdown`, :mod:`.render`) and
-import here at once; the widgets need ipywidgets and anywidget (the ``securechat[notebook]``
-extra), so they are imported only when first asked for, and a server install without Jupyter
-can still import this package.
+The renderer and the bubbles' HTML are pure Python (:mod:`.markdown`, :mod:`.render`) and
+are imported at once; the widgets need ipywidgets and anywidget (which a server install
+lacks), so they are imported when first asked for.
 """
 
 from __future__ import annotations
@@ -12,25 +11,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .markdown import render_markdown
+from .render import describe_error, message_html, wait_time
 
 if TYPE_CHECKING:
     from .chat_input import ChatInput
-    from .chatbox import ChatBox, describe_error, message_html, wait_time
+    from .chatbox import ChatBox
 
 __all__ = [
     "ChatBox", "ChatInput", "describe_error", "message_html", "render_markdown", "wait_time",
 ]
 
-# Name -> the module that defines it, imported on first use.
-_LAZY = {
-    "ChatBox": ".chatbox",
-    "ChatInput": ".chat_input",
-    "describe_error": ".chatbox",
-    "message_html": ".chatbox",
-    "wait_time": ".chatbox",
-}
-
-
+# The widgets, by the module that defines them; imported on first use.
+_LAZY = {"ChatBox": ".chatbox", "ChatInput": ".chat_input"}
 _JUPYTER = frozenset({"ipywidgets", "anywidget", "traitlets"})
 
 
