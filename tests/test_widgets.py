@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -797,17 +798,19 @@ def test_the_input_module_has_no_html_sink() -> None:
 
 
 def test_the_input_files_ship_in_the_wheel(tmp_path: Path) -> None:
-    # A wheel holds what build_py copies under the project's own package-data rules; run
-    # it on a copy, so the checkout gets no build/ or egg-info folder.
+    # Built as pip builds it (an isolated setuptools, the project's package-data rules), from
+    # a copy, so the checkout gets no build/ or egg-info folder.
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, tmp_path)
     shutil.copytree(ROOT / "securechat", tmp_path / "securechat",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()",
-                    "build_py", "--build-lib", "lib"], cwd=tmp_path, check=True,
-                   capture_output=True, timeout=120)
-    built = tmp_path / "lib" / "securechat" / "widgets"
-    assert (built / "chat_input.py").is_file()  # the build did run
-    for name in ("chat_input.js", "chat_input.css"):
-        assert (built / name).is_file(), f"{name} is missing from the wheel"
-        assert (built / name).read_bytes() == (WIDGETS / name).read_bytes(), name
+    subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "-q", "-w", "dist"],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=240)
+    (wheel,) = (tmp_path / "dist").glob("securechat-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert "securechat/widgets/chat_input.py" in names  # the wheel is the package
+        for name in ("chat_input.js", "chat_input.css"):
+            member = f"securechat/widgets/{name}"
+            assert member in names, f"{name} is missing from the wheel"
+            assert archive.read(member) == (WIDGETS / name).read_bytes(), name
