@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from securechat.markdown import TAGS
+from securechat.widgets.markdown import TAGS
 
 CASES = json.loads((Path(__file__).with_name("markdown_cases.json")).read_text("utf-8"))
 

@@ -19,9 +19,9 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from securechat import BackgroundServer, create_app
 from securechat.backends import Turn
-from securechat.markdown import TAGS, render_markdown
 from securechat.protocol import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
 from securechat.server import CSP
+from securechat.widgets.markdown import TAGS, render_markdown
 from tests import browser_helpers
 from tests.browser_helpers import chromium, screenshot
 from tests.conftest import FAST

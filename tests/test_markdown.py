@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from securechat.markdown import TAGS, Element, inline, parse, render_markdown
+from securechat.widgets.markdown import TAGS, Element, inline, parse, render_markdown
 from tests.markdown_helpers import CASES, html_tree, text_of
 
 

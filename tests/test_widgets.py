@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -26,6 +30,9 @@ from securechat import (
 from securechat.widgets import describe_error, message_html, render_markdown
 from tests.conftest import FAST, PASSWORD
 from tests.fake_backend import Flaky
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDGETS = ROOT / "securechat" / "widgets"
 
 XSS = [
     '<img src=x onerror="window.pwned=1">',
@@ -615,11 +622,10 @@ def test_no_focus_when_driven_from_code(
 # --- typing while a reply is on its way ----------------------------------------------
 
 def test_the_box_stays_editable_while_a_reply_is_pending() -> None:
-    from securechat.widgets import _INPUT_ESM
-
+    esm = (WIDGETS / "chat_input.js").read_text("utf-8")
     # Only sending waits: the textarea is never disabled, the Send button is.
-    assert "box.disabled" not in _INPUT_ESM
-    assert "send.disabled = model.get(\"disabled\")" in _INPUT_ESM
+    assert "box.disabled" not in esm
+    assert "send.disabled = model.get(\"disabled\")" in esm
 
 
 def test_a_sent_message_never_syncs_back_over_newer_typing(
@@ -727,3 +733,84 @@ def test_display_and_close(make_user: Callable[..., ChatClient]) -> None:
     box.close()
     assert all(widget.comm is None for widget in widgets)
     assert "ChatBox" in repr(box)
+
+
+# --- a server install has no Jupyter -----------------------------------------------------
+
+JUPYTER = ("ipywidgets", "anywidget", "traitlets")
+
+
+def _python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    return done.stdout
+
+
+def test_the_renderer_imports_no_widget_library() -> None:
+    out = _python("import sys\n"
+                  "import securechat.widgets.markdown, securechat.widgets, securechat\n"
+                  f"print(sorted(m for m in sys.modules if m.partition('.')[0] in {JUPYTER!r}))\n"
+                  "from securechat.widgets import ChatBox\n"  # the widget itself does, lazily
+                  f"print(sorted({{m.partition('.')[0] for m in sys.modules}} & {set(JUPYTER)!r}))")
+    assert out.splitlines() == ["[]", str(sorted(JUPYTER))]
+
+
+def test_without_jupyter_the_renderer_works_and_the_widget_says_what_is_missing() -> None:
+    code = ("import sys\n"
+            f"for name in {JUPYTER!r}:\n"
+            "    sys.modules[name] = None  # not installed: importing it fails\n"
+            "import securechat\n"
+            "from securechat.widgets import describe_error, message_html, render_markdown\n"
+            "from securechat.errors import TransportError\n"
+            "print(render_markdown('**x**'))\n"
+            "print(message_html('user', '<b>'))\n"
+            "print(describe_error(TransportError('unreachable', 'Cannot reach the server.')))\n"
+            "for get in (lambda: securechat.ChatBox, lambda: securechat.widgets.ChatInput):\n"
+            "    try:\n"
+            "        get()\n"
+            "    except ImportError as e:\n"
+            "        print(type(e).__name__, e)\n")
+    out = _python(code).splitlines()
+    assert out[:3] == ["<p><strong>x</strong></p>", message_html("user", "<b>"),
+                       "Cannot reach the server. Check the server, then try again."]
+    for line, name in zip(out[3:], ["ChatBox", "ChatInput"], strict=True):
+        assert line == (f"ImportError securechat.widgets.{name} needs ipywidgets and anywidget, "
+                        "which are not installed here (pip install ipywidgets anywidget)")
+
+
+# --- the input's browser half: files next to its class, shipped in the wheel ---------------
+
+def test_the_input_sends_its_files_to_the_browser(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    # The synced module and style are the files, byte for byte (nothing inline).
+    assert box.input._esm == (WIDGETS / "chat_input.js").read_text("utf-8")
+    assert box.input._css == (WIDGETS / "chat_input.css").read_text("utf-8")
+    assert "export default { initialize, render };" in box.input._esm
+    assert ".securechat-msg pre" in box.input._css
+    box.close()
+
+
+def test_the_input_module_has_no_html_sink() -> None:
+    # A file now, so the audit of the page's JavaScript (tests/test_static_js.py) covers it too.
+    from securechat.lab import attacks
+
+    assert attacks.audit_file(WIDGETS / "chat_input.js") == []
+
+
+def test_the_input_files_ship_in_the_wheel(tmp_path: Path) -> None:
+    # Built as pip builds it (an isolated setuptools, the project's package-data rules), from
+    # a copy, so the checkout gets no build/ or egg-info folder.
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path)
+    shutil.copytree(ROOT / "securechat", tmp_path / "securechat",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "-q", "-w", "dist"],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=240)
+    (wheel,) = (tmp_path / "dist").glob("securechat-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert "securechat/widgets/chat_input.py" in names  # the wheel is the package
+        for name in ("chat_input.js", "chat_input.css"):
+            member = f"securechat/widgets/{name}"
+            assert member in names, f"{name} is missing from the wheel"
+            assert archive.read(member) == (WIDGETS / name).read_bytes(), name

@@ -1,6 +1,6 @@
-// The page's Markdown renderer: the safe subset of securechat/markdown.py (the ChatBox's),
-// step for step, so both show a reply the same way (tests/markdown_cases.json runs one
-// corpus through both). Text is never parsed as HTML: the parser makes a tree of tags
+// The page's Markdown renderer: the safe subset of securechat/widgets/markdown.py (the
+// ChatBox's), step for step, so both show a reply the same way (tests/markdown_cases.json
+// runs one corpus through both). Text is never parsed as HTML: the parser makes a tree of tags
 // from a fixed, attribute-free set, and toNodes builds it with createElement and text
 // nodes. Every step is linear in the text, because a streaming reply is re-rendered as it
 // grows.

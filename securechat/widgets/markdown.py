@@ -2,8 +2,8 @@
 
 Nothing of the text is ever read as HTML: it is parsed into :class:`Element` nodes whose
 text leaves are escaped when serialized, so the output is well-formed by construction.
-The web page has the same parser in ``static/markdown.js`` (it builds DOM nodes from the
-same tree); ``tests/markdown_cases.json`` runs one corpus through both.
+The web page has the same parser in ``securechat/server/static/markdown.js`` (it builds DOM nodes
+from the same tree); ``tests/markdown_cases.json`` runs one corpus through both.
 
 Every step is linear in the length of the text (replies are re-rendered as they stream
 in): lines are scanned once, code spans are paired through per-length queues, and

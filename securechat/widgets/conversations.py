@@ -1,0 +1,202 @@
+"""The conversations: the picker, *New*, and *Delete* with the row that asks to confirm.
+
+This component knows which conversation is shown (:attr:`Conversations.current`) and
+loads its history into the :class:`MessageList`; every call to the server goes through the
+box's ``run``, which disables the UI meanwhile and shows errors under the box.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import ipywidgets as w
+
+from ..client import ChatClient
+from .messages import MessageList
+
+T = TypeVar("T")
+
+
+class Run(Protocol):
+    """The box's way to run an action: the UI disabled, errors shown; None when it failed."""
+
+    def __call__(self, action: Callable[[], T]) -> T | None: ...
+
+
+class Conversations:
+    """The conversation row (:attr:`bar`) and its confirmation row (:attr:`confirm_row`).
+
+    ``focus`` puts the cursor in the message box after what a person clicked (never after
+    a call from code); ``on_new`` is what *New* does.
+    """
+
+    def __init__(self, client: ChatClient, bubbles: MessageList, run: Run,
+                 focus: Callable[[], None], on_new: Callable[[], None]) -> None:
+        self.client, self._bubbles, self._run, self._focus = client, bubbles, run, focus
+        self.current: str | None = None  # the conversation shown; None for a new draft
+        self._busy = False
+        self._picking = False  # True while the picker is refilled from code
+        self._pending: str | None = None  # asked to confirm, not deleted yet
+        auto = w.Layout(width="auto")
+        self.picker = w.Dropdown(description="Chat", options=[], value=None,
+                                 layout=w.Layout(flex="1 1 auto", width="auto"))
+        self.new_button = w.Button(description="New", tooltip="Start a new conversation",
+                                   layout=auto)
+        self.delete_button = w.Button(description="Delete", button_style="danger",
+                                      tooltip="Delete this conversation", layout=auto)
+        self.bar = w.HBox([self.picker, self.new_button, self.delete_button])
+        # Deleting cannot be undone: the Delete button only shows this row.
+        self.confirm_text = w.HTML()
+        self.confirm_delete_button = w.Button(description="Delete", button_style="danger",
+                                              layout=auto)
+        self.cancel_delete_button = w.Button(description="Cancel", layout=auto)
+        self.confirm_row = w.HBox(
+            [self.confirm_text, self.confirm_delete_button, self.cancel_delete_button],
+            layout=w.Layout(display="none", align_items="center", grid_gap="6px"))
+        self.new_button.on_click(lambda _b: on_new())
+        self.delete_button.on_click(lambda _b: self.ask_delete())
+        self.confirm_delete_button.on_click(lambda _b: self._confirm_delete())
+        self.cancel_delete_button.on_click(lambda _b: self.hide_confirm())
+        self.picker.observe(self._picked, names="value")
+
+    # --- the list ------------------------------------------------------------------
+
+    def options(self) -> list[tuple[str, str]]:
+        """The picker's entries as (title, id), newest first."""
+        return list(self.picker.options)
+
+    def _fill(self, conversations: list[dict[str, Any]], value: str | None) -> None:
+        self._picking = True
+        try:
+            self.picker.options = [(c["title"], c["id"]) for c in conversations]
+            self.picker.value = value
+        finally:
+            self._picking = False
+
+    def _entries(self) -> list[dict[str, Any]]:
+        return [{"title": title, "id": conv_id} for title, conv_id in self.picker.options]
+
+    def refresh(self, select: str | None) -> None:
+        """Reload the conversation list and show ``select`` (or the newest)."""
+        conversations = self.client.conversations()
+        ids = [c["id"] for c in conversations]
+        chosen = select if select in ids else (ids[0] if ids else None)
+        self._fill(conversations, chosen)
+        if chosen is None:
+            self.current = None
+            self._bubbles.show([])
+        else:
+            self.load(chosen)
+
+    def load(self, conversation_id: str) -> None:
+        """Show a conversation's whole history (every page)."""
+        history = self.client.history(conversation_id)
+        self.hide_confirm()
+        self.current = conversation_id
+        self._bubbles.show(history)
+        if self.picker.value != conversation_id:
+            entries = self._entries()
+            if conversation_id not in {e["id"] for e in entries}:
+                entries = self.client.conversations()  # created elsewhere since the last refresh
+            self._fill(entries, conversation_id)
+
+    def started(self, conversation: dict[str, Any]) -> None:
+        """Show a conversation the first message of a draft just created, first in the list."""
+        self.current = conversation["id"]
+        self._fill([conversation, *self._entries()], conversation["id"])
+
+    def draft(self) -> None:
+        """Show an empty conversation, created with its first message; the list stays."""
+        self.hide_confirm()
+        self.current = None
+        self._bubbles.show([])
+        self._fill(self._entries(), None)
+
+    def forget(self) -> None:
+        """Show nothing and list nothing (logged out)."""
+        self.hide_confirm()
+        self.current = None
+        self._bubbles.show([])
+        self._fill([], None)
+
+    def _picked(self, change: dict[str, Any]) -> None:
+        if self._picking or change["new"] is None or change["new"] == self.current:
+            return
+        if self._run(lambda: self.load(change["new"]) or True):
+            self._focus()
+
+    # --- actions -------------------------------------------------------------------
+
+    def create(self, title: str | None = None) -> str | None:
+        """Create a conversation now and switch to it; return its id (None on failure)."""
+        def action() -> str:
+            conv = self.client.new_conversation(title)
+            self.refresh(select=conv["id"])
+            return str(conv["id"])
+
+        return self._run(action)
+
+    def switch(self, conversation_id: str) -> bool:
+        """Show another conversation; False (with the reason shown) when it failed."""
+        return self._run(lambda: self.load(conversation_id) or True) is True
+
+    def ask_delete(self) -> None:
+        """What *Delete* does: ask to confirm deleting the conversation shown."""
+        target = self.current
+        if target is None or self._busy:
+            return
+        title = dict((cid, t) for t, cid in self.picker.options).get(target, "this conversation")
+        self._pending = target
+        self.confirm_text.value = (f"Delete <b>‘{html.escape(title)}’</b> and all its "
+                                   "messages? This cannot be undone.")
+        self.confirm_row.layout.display = None
+
+    def _confirm_delete(self) -> None:
+        target = self._pending
+        self.hide_confirm()
+        if target is not None and self.delete(target):
+            self._focus()
+
+    def hide_confirm(self) -> None:
+        """Take the confirmation row away, unanswered."""
+        self._pending = None
+        self.confirm_text.value = ""  # the title must not linger in the widget state
+        self.confirm_row.layout.display = "none"
+
+    def delete(self, conversation_id: str | None = None) -> bool:
+        """Delete a conversation (default: the one shown) at once, and show the newest left."""
+        target = conversation_id or self.current
+        if target is None:
+            return False
+
+        def action() -> bool:
+            self.client.delete(target)
+            if target == self.current:
+                self.current = None
+            self.refresh(select=self.current)
+            return True
+
+        return self._run(action) is True
+
+    # --- the box's lifetime ----------------------------------------------------------
+
+    def set_busy(self, busy: bool) -> None:
+        """Disable the controls while an action runs; *Delete* also when nothing is shown."""
+        self._busy = busy
+        for widget in (self.picker, self.new_button, self.delete_button,
+                       self.confirm_delete_button, self.cancel_delete_button):
+            widget.disabled = busy
+        if not busy:
+            self.delete_button.disabled = self.current is None
+
+    def blank(self) -> None:
+        """Send the titles empty, before closing: a closed widget's last state is kept."""
+        self._fill([], None)
+        self.hide_confirm()
+
+    def widgets(self) -> list[w.Widget]:
+        """Every widget of the component, for closing."""
+        return [self.picker, self.new_button, self.delete_button, self.bar, self.confirm_text,
+                self.confirm_delete_button, self.cancel_delete_button, self.confirm_row]
