@@ -70,3 +70,44 @@ def test_dropped_pool_closes_its_connections(tmp_path: Path) -> None:
         gc.collect()
     with pytest.raises(sqlite3.ProgrammingError):
         conn.execute("SELECT 1")
+
+
+# --- migrations: .sql files split by SQLite's own idea of a complete statement ------------
+
+
+def test_statements_are_split_where_sqlite_says_they_end() -> None:
+    from securechat.store.migrate import statements
+
+    script = """-- a comment; with a semicolon
+CREATE TABLE t (a TEXT DEFAULT 'x;y');
+INSERT INTO t VALUES ('semi;colon');
+CREATE TRIGGER tr AFTER INSERT ON t BEGIN
+    INSERT INTO t VALUES ('inside; the trigger');
+END;
+"""
+    found = statements(script)
+    assert len(found) == 3
+    assert found[1] == "INSERT INTO t VALUES ('semi;colon');"
+    assert found[2].startswith("CREATE TRIGGER") and found[2].endswith("END;")
+    db = sqlite3.connect(":memory:")
+    for statement in found:
+        db.execute(statement)
+    db.execute("INSERT INTO t VALUES ('z')")
+    assert db.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 3
+    db.close()
+
+
+def test_an_unfinished_statement_is_an_error() -> None:
+    from securechat.store.migrate import statements
+
+    with pytest.raises(ValueError, match="incomplete"):
+        statements("CREATE TABLE t (a TEXT);\nINSERT INTO t VALUES ('never closed")
+
+
+def test_migrations_are_numbered_from_one_and_all_apply() -> None:
+    from securechat.store.migrate import SCHEMA_VERSION, scripts
+
+    assert len(scripts()) == SCHEMA_VERSION >= 3
+    db = sqlite3.connect(":memory:")
+    assert store.migrate(db) == 0 and store.migrate(db) == SCHEMA_VERSION
+    db.close()

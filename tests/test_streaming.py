@@ -115,7 +115,7 @@ def test_incomplete_flag_is_bound_to_the_ciphertext(alice: ChatClient, app: Flas
     assert raised.value.code == "integrity_error"
 
 
-def test_migration_v1_to_v2_keeps_messages_complete(tmp_path: Path) -> None:
+def test_migrating_a_version_1_database_keeps_its_messages(tmp_path: Path) -> None:
     path = str(tmp_path / "old.sqlite3")
     conn = store.connect(path)
     with store.transaction(conn):
@@ -124,12 +124,15 @@ def test_migration_v1_to_v2_keeps_messages_complete(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO users VALUES ('u', 'old', 'old', 'scrypt$10$8$1', x'00', x'00', 't')")
     conn.execute("INSERT INTO conversations VALUES ('c', 'u', x'00', 1, 't')")
-    conn.execute("INSERT INTO messages VALUES ('c', 0, 'm', 'user', x'01', 't')")
+    conn.execute("INSERT INTO messages VALUES ('c', 0, 'm', 'user', x'01', '2026-01-02')")
     assert store.migrate(conn) == 1
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 3
     (message,) = store.page_messages(conn, "c", 10)
     assert message.status == records.COMPLETE and message.content == b"\x01"
-    assert store.migrate(conn) == 2  # idempotent
+    # Version 3: a conversation's last activity is its newest message's time.
+    (conv,) = store.list_conversations(conn, "u", 10)
+    assert (conv.updated_at, conv.starred) == ("2026-01-02", False)
+    assert store.migrate(conn) == 3  # idempotent
     conn.close()
 
 
