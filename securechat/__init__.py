@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .background import BackgroundServer
-from .client import ChatClient
 from .errors import ApiError, ConfigError, DecryptionError, SecureChatError, TransportError
-from .server import create_app, create_app_from_env
 
 if TYPE_CHECKING:
+    from .background import BackgroundServer
+    from .client import ChatClient
+    from .server import create_app, create_app_from_env
     from .widgets import ChatBox
 
 __all__ = [
@@ -26,11 +27,13 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+# Imported on first use: `serve` must patch sockets and threads (gevent) before Flask,
+# requests or werkzeug are loaded, and a server never needs the ipywidgets of ChatBox.
+_LAZY = {"BackgroundServer": ".background", "ChatClient": ".client", "create_app": ".server",
+         "create_app_from_env": ".server", "ChatBox": ".widgets"}
+
 
 def __getattr__(name: str) -> Any:
-    # ipywidgets is imported only by those who use the widget, not by the server.
-    if name == "ChatBox":
-        from .widgets import ChatBox
-
-        return ChatBox
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'securechat' has no attribute {name!r}")

@@ -1,72 +1,168 @@
-"""Command line: ``python -m securechat serve`` under a production WSGI server (waitress)."""
+"""Command line: ``python -m securechat serve`` runs the production server (gevent).
+
+``serve`` validates the settings and migrates the database once, binds its port, then
+serves from this process or from ``--workers`` forked processes sharing that port. Ctrl-C
+and SIGTERM stop it cleanly (streams in progress get a few seconds to finish).
+"""
 
 from __future__ import annotations
 
 import argparse
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
-from types import FrameType
+from typing import Any
+
+# Streams in progress get this long to finish when the server is stopped.
+GRACE = 5.0
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m securechat",
                                      description="securechat: private AI chat server")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve the app (waitress; never a debugger)")
+    serve = sub.add_parser("serve", help="serve the app (gevent; never a debugger)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     serve.add_argument("--instance", default=None,
                        help="instance folder (secret key, database); or SECURECHAT_INSTANCE")
-    serve.add_argument("--threads", type=int, default=32,
-                       help="worker threads (at least MAX_STREAMS + KDF_CONCURRENCY + "
-                            "KDF_QUEUE + 4)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes serving the port (share limits through Redis)")
+    # How a supervisor hands its bound port to the workers it starts.
+    serve.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
 
-def _stop(signum: int, frame: FrameType | None) -> None:
-    # SIGINT and SIGTERM take the same clean path out of the server loop.
-    raise KeyboardInterrupt
+def serve(host: str, port: int, instance: str | None, workers: int = 1,
+          listen_fd: int | None = None) -> int:
+    """Build the app and serve it until Ctrl-C or SIGTERM; return the exit status.
 
+    With ``workers`` > 1 this process checks the settings, migrates, binds the port and
+    supervises that many fresh ``serve`` processes sharing it (``listen_fd``).
+    """
+    if workers < 1:
+        print("securechat: refusing to start: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers > 1:
+        return _supervisor(host, port, instance, workers)
+    # Before anything else is imported: sockets, threads and sleeps become cooperative.
+    from gevent import monkey
 
-def serve(host: str, port: int, instance: str | None, threads: int = 32) -> int:
-    """Build the app and serve it until Ctrl-C or SIGTERM; return the exit status."""
+    monkey.patch_all()
+
     from .errors import ConfigError
     from .server import create_app_from_env
-    from .server.production import make_server, no_core_dumps
+    from .server.production import (
+        listen,
+        make_server,
+        no_core_dumps,
+        raise_open_files_limit,
+    )
 
     no_core_dumps()  # before any key is in memory
     try:
         app = create_app_from_env(instance_path=instance)
-        server = make_server(app, host, port, threads)
-    except ConfigError as e:
+        listener = listen(host, port) if listen_fd is None else _inherited(listen_fd)
+    except (ConfigError, OSError) as e:
         print(f"securechat: refusing to start: {e}", file=sys.stderr)
         return 2
-    # Installed explicitly, and before anyone is told we listen: a process started with
-    # SIGINT ignored (a script, nohup, some service managers) would never stop on Ctrl-C.
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    raise_open_files_limit(int(app.config["MAX_CONNECTIONS"]) + 64)
+    # Installed explicitly, before anyone is told we listen: a process started with SIGINT
+    # ignored (a script, nohup, some service managers) must still stop on Ctrl-C. A worker
+    # stops when its supervisor says so (a terminal's Ctrl-C reaches every process).
+    if listen_fd is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = _stop_event((signal.SIGTERM,) if listen_fd is not None else
+                       (signal.SIGINT, signal.SIGTERM))
+    if listen_fd is None:
+        _say_listening(host, listener.getsockname()[1], app.instance_path, 1)
+    _run(make_server(app, listener), stop)
+    if listen_fd is None:
+        print("securechat stopped", flush=True)
+    return 0
+
+
+def _inherited(fd: int) -> Any:
+    import socket
+
+    return socket.socket(fileno=fd)
+
+
+def _say_listening(host: str, port: int, instance: str, workers: int) -> None:
+    shown = f"[{host}]" if ":" in host else host
+    print(f"securechat listening on http://{shown}:{port} (instance {instance}, {workers} "
+          f"worker{'s' if workers > 1 else ''})", flush=True)
+
+
+def _supervisor(host: str, port: int, instance: str | None, workers: int) -> int:
+    """Check and migrate once, bind the port, then run and watch ``workers`` processes."""
+    from .errors import ConfigError
+    from .server import create_app_from_env
+    from .server.production import listen, no_core_dumps
+
+    no_core_dumps()
     try:
-        # Inside the try: a signal right after this line must still stop cleanly.
-        bound_port = server.socket.getsockname()[1]
-        shown = f"[{host}]" if ":" in host else host
-        print(f"securechat listening on http://{shown}:{bound_port} "
-              f"(instance {app.instance_path})", flush=True)
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        server.close()
+        app = create_app_from_env(instance_path=instance)  # settings checked, db migrated
+        listener = listen(host, port)
+    except (ConfigError, OSError) as e:
+        print(f"securechat: refusing to start: {e}", file=sys.stderr)
+        return 2
+    fd = listener.fileno()
+    argv = [sys.executable, "-m", "securechat", "serve", "--instance", app.instance_path,
+            "--listen-fd", str(fd)]
+    stopping = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    def start() -> subprocess.Popen[bytes]:
+        # Our own interpreter and module, with arguments built here: nothing from outside.
+        return subprocess.Popen(argv, pass_fds=(fd,))  # noqa: S603
+    procs = [start() for _ in range(workers)]
+    _say_listening(host, listener.getsockname()[1], app.instance_path, workers)
+    while not stopping:
+        for i, proc in enumerate(procs):
+            if proc.poll() is not None:
+                print(f"securechat: worker {proc.pid} ended ({proc.returncode}); starting "
+                      "another", file=sys.stderr, flush=True)
+                procs[i] = start()
+        time.sleep(0.2)
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(GRACE + 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    listener.close()
     print("securechat stopped", flush=True)
     return 0
+
+
+def _stop_event(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Any:
+    """An event set by any of ``signals`` (handled on the event loop, not mid-statement)."""
+    import gevent
+    import gevent.event
+
+    event = gevent.event.Event()
+    for sig in signals:
+        gevent.signal_handler(sig, event.set)
+    return event
+
+
+def _run(server: Any, stop: Any) -> None:
+    """Serve until ``stop`` is set, then stop accepting and let streams finish."""
+    server.start()
+    stop.wait()
+    server.stop(timeout=GRACE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m securechat`` and the ``securechat`` script."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        return serve(args.host, args.port, args.instance, args.threads)
+        return serve(args.host, args.port, args.instance, args.workers, args.listen_fd)
     return 2  # pragma: no cover - argparse already refused
 
 

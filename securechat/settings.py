@@ -76,9 +76,14 @@ class Settings:
     RATELIMIT_STORAGE_URI: str = _s("memory://")
     PROXY_FIX: int = _s(0, lo=0, hi=10)  # trusted reverse proxies in front
     # Concurrency caps and bounds of work.
-    MAX_STREAMS: int = _s(16, lo=1, hi=100_000)
+    MAX_STREAMS: int = _s(1500, lo=1, hi=100_000)
     MAX_STREAMS_PER_USER: int = _s(3, lo=1, hi=1000)
     MAX_SESSIONS_PER_USER: int = _s(20, lo=1, hi=10_000)
+    MAX_CONNECTIONS: int = _s(2000, lo=1, hi=1_000_000)  # open at once, per `serve` worker
+    # Under `serve`: a whole request (line, headers, body) must arrive in REQUEST_TIMEOUT
+    # seconds, and a client that reads nothing for WRITE_TIMEOUT seconds is dropped.
+    REQUEST_TIMEOUT: float = _s(30.0, lo=0.5, hi=3600)
+    WRITE_TIMEOUT: float = _s(60.0, lo=0.5, hi=3600)
     MAX_CONNECTIONS_PER_ADDRESS: int = _s(32, lo=0, hi=100_000)  # 0: no cap
     MAX_CONTENT_LENGTH: int = _s(1024 * 1024, lo=64, hi=1024**3)
     MAX_MESSAGE_CHARS: int = _s(32768, lo=1, hi=1_000_000)

@@ -55,6 +55,7 @@ class Served:
             _, err = self.proc.communicate()
             raise AssertionError(f"unexpected first line: {line!r}\n{err}")
         self.url, self.port, self.pid = match.group(1), int(match.group(2)), self.proc.pid
+        self.first_line = line
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
         """Send ``sig``, wait, and return (exit status, stdout, stderr)."""

@@ -1,11 +1,14 @@
 """The review's availability findings, proven against the real `python -m securechat serve`.
 
-Each of these passed under Flask's test client and failed under waitress: proxy headers
-are stripped before the app sees them, threads and connections are finite, signals differ.
+Each of these passed under Flask's test client and failed under the shipped server at the
+time: proxy headers stripped before the app saw them, finite threads and connections,
+signals handled differently.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import select
 import signal
 import socket
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from securechat import ChatClient
 from securechat.testing import FakeOpenAI
 
 from .conftest import PASSWORD
@@ -195,14 +199,6 @@ def test_a_storm_of_logins_cannot_starve_the_health_check(serving: list[Served],
     assert set(answers) <= {200, 503} and 503 in answers  # the queue is bounded
 
 
-def test_too_few_threads_for_the_caps_is_refused(instance: Path) -> None:
-    proc = subprocess.run(serve_command(instance, "--threads", "8"), capture_output=True,
-                          text=True, env=serve_env(), timeout=120)
-    assert proc.returncode == 2 and "--threads 8 is too few" in proc.stderr
-    refusal = [ln for ln in proc.stderr.splitlines() if ln.startswith("securechat:")]
-    assert len(refusal) == 1 and "Traceback" not in proc.stderr
-
-
 # --- 8. slowloris ---------------------------------------------------------------------
 
 
@@ -274,3 +270,175 @@ def test_ctrl_c_stops_serve_even_when_sigint_was_ignored(instance: Path) -> None
             proc.communicate()
     assert proc.returncode == 0 and "securechat stopped" in out
     assert "Traceback" not in err
+
+
+# --- deadlines: a request must arrive in time; a reader must read ------------------------
+
+
+def test_a_request_trickled_a_byte_at_a_time_is_cut_at_the_deadline(
+        serving: list[Served], instance: Path) -> None:
+    served = _start(serving, instance, SECURECHAT_REQUEST_TIMEOUT="1.5")
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        started = time.monotonic()
+        request = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200
+        closed = False
+        for byte in request:  # one byte every 0.1 s: each read makes progress
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.1)
+            readable, _, _ = select.select([sock], [], [], 0)
+            if readable and _closed(sock):
+                closed = True
+                break
+        elapsed = time.monotonic() - started
+    assert closed, "the server kept a trickling request open for 20 s"
+    assert elapsed < 10
+    assert _health(served.url) == 200
+
+
+def _stalled_reader(port: int, request: bytes) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(request)
+    return sock
+
+
+def test_a_client_that_stops_reading_is_dropped_and_frees_its_stream_slot(
+        serving: list[Served], instance: Path) -> None:
+    # Far more than every socket buffer on the way: the stream must wait for its reader.
+    long_reply = " ".join(f"word{i}" for i in range(300_000))
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        return long_reply if "long" in messages[-1]["content"] else "short"
+
+    with FakeOpenAI(reply) as fake:
+        served = _start(serving, instance, SECURECHAT_RESPONDER="openai",
+                        SECURECHAT_OPENAI_BASE_URL=fake.base_url,
+                        SECURECHAT_OPENAI_MODEL="m", SECURECHAT_WRITE_TIMEOUT="1.5",
+                        SECURECHAT_OPENAI_MAX_REPLY_CHARS="5000000",
+                        SECURECHAT_MAX_STREAMS_PER_USER="1")
+        http = requests.Session()
+        http.post(served.url + "/api/register", timeout=30,
+                  json={"username": "reader", "password": PASSWORD})
+        csrf = http.post(served.url + "/api/login", timeout=30, json={
+            "username": "reader", "password": PASSWORD}).json()["csrf_token"]
+        conv = http.post(served.url + "/api/conversations", json={}, timeout=30,
+                         headers={"X-CSRF-Token": csrf}).json()["id"]
+        cookies = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+        body = json.dumps({"content": "a long answer, please"}).encode()
+        request = (f"POST /api/conversations/{conv}/messages HTTP/1.1\r\nHost: x\r\n"
+                   f"Cookie: {cookies}\r\nX-CSRF-Token: {csrf}\r\n"
+                   "Accept: text/event-stream\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        sock = _stalled_reader(served.port, request)
+        try:
+            while not fake.requests:  # the stalled stream has its slot, and its backend call
+                time.sleep(0.05)
+            # The user's only stream slot is held by a reader that reads nothing; the
+            # server gives up on it after WRITE_TIMEOUT, and the slot is free again.
+            deadline = time.monotonic() + 30
+            refused = http.post(f"{served.url}/api/conversations/{conv}/messages",
+                                json={"content": "too soon"}, timeout=60,
+                                headers={"X-CSRF-Token": csrf})
+            assert refused.status_code == 429  # the slot is taken while the stream lives
+            while True:
+                again = http.post(f"{served.url}/api/conversations/{conv}/messages",
+                                  json={"content": "again"}, timeout=60,
+                                  headers={"X-CSRF-Token": csrf})
+                if again.status_code != 429 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert again.status_code == 201, again.text
+        finally:
+            sock.close()
+        # What the stalled stream got so far is kept, marked incomplete.
+        with ChatClient(served.url) as reader:
+            reader.http.cookies.update(http.cookies)
+            history = reader.history(conv)
+        code, _, err = served.stop()
+    assert code == 0 and "Traceback" not in err  # a dropped reader is not a server error
+    cut = [m for m in history if m["role"] == "assistant" and m.get("incomplete")]
+    assert len(cut) == 1 and long_reply.startswith(cut[0]["content"])
+
+
+def test_many_stalled_readers_hold_no_worker(serving: list[Served], instance: Path) -> None:
+    # A page larger than every socket buffer, requested by clients that never read it.
+    served = _start(serving, instance)
+    http = requests.Session()
+    http.post(served.url + "/api/register", timeout=30,
+              json={"username": "hoarder", "password": PASSWORD})
+    csrf = http.post(served.url + "/api/login", timeout=30, json={
+        "username": "hoarder", "password": PASSWORD}).json()["csrf_token"]
+    conv = http.post(served.url + "/api/conversations", json={}, timeout=30,
+                     headers={"X-CSRF-Token": csrf}).json()["id"]
+    for _ in range(40):
+        http.post(f"{served.url}/api/conversations/{conv}/messages", timeout=30,
+                  json={"content": "é" * 30000}, headers={"X-CSRF-Token": csrf})
+    cookies = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+    request = (f"GET /api/conversations/{conv}/messages?limit=200 HTTP/1.1\r\nHost: x\r\n"
+               f"Cookie: {cookies}\r\n\r\n").encode()
+    stalled = [_stalled_reader(served.port, request) for _ in range(30)]
+    try:
+        assert [_health(served.url) for _ in range(3)] == [200] * 3
+        page = http.get(f"{served.url}/api/conversations/{conv}/messages", timeout=30)
+        assert page.status_code == 200 and len(page.json()["messages"]) > 0
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+# --- several workers --------------------------------------------------------------------
+
+
+def test_workers_share_the_port_and_stop_together(instance: Path) -> None:
+    served = Served(instance, serve_env(), args=("--workers", "2"))
+    try:
+        assert "2 workers" in served.first_line
+        deadline = time.monotonic() + 30
+        while len(workers := _children(served.pid)) < 2:
+            assert time.monotonic() < deadline, "two workers did not start"
+            time.sleep(0.1)
+        with requests.Session() as http:
+            http.post(served.url + "/api/register", timeout=30,
+                      json={"username": "shared", "password": PASSWORD})
+            for _ in range(6):  # the database and the sessions are the workers' common ground
+                with requests.Session() as other:
+                    login = other.post(served.url + "/api/login", timeout=30, json={
+                        "username": "shared", "password": PASSWORD})
+                    assert login.status_code == 200
+                    assert other.get(served.url + "/api/session", timeout=30).ok
+        # A worker that dies is replaced.
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while len(_children(served.pid)) < 2 or workers[0] in _children(served.pid):
+            assert time.monotonic() < deadline, "the dead worker was not replaced"
+            time.sleep(0.1)
+        assert _health(served.url) == 200
+        code, out, err = served.stop()
+    finally:
+        served.kill()
+    assert code == 0 and "securechat stopped" in out and "Traceback" not in err
+    assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and " Z " not in stat:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def test_zero_workers_is_refused(instance: Path) -> None:
+    proc = subprocess.run(serve_command(instance, "--workers", "0"), capture_output=True,
+                          text=True, env=serve_env(), timeout=120)
+    assert proc.returncode == 2 and "--workers must be at least 1" in proc.stderr

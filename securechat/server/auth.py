@@ -7,7 +7,7 @@ import uuid
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from .. import crypto, records, store
+from .. import crypto, offload, records, store
 from ..errors import DecryptionError
 from ..protocol import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
 from . import capacity, limits, sessions
@@ -30,7 +30,9 @@ def _derive(password: str, salt: bytes, params: crypto.KdfParams) -> bytes:
     request waiting for a slot holds a worker, so the wait is short and the queue bounded.
     """
     with capacity.kdf_slot():
-        return crypto.derive_kek(password, salt, params)
+        # Seconds of CPU: under `serve` (gevent) it runs in a worker thread, so every other
+        # request and stream goes on meanwhile.
+        return offload.blocking(crypto.derive_kek, password, salt, params)
 
 
 def _credentials() -> tuple[str, str]:

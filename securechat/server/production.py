@@ -1,158 +1,214 @@
-"""The production WSGI server behind ``python -m securechat serve``: waitress, made safe.
+"""The production server behind ``python -m securechat serve``: gevent, one greenlet a connection.
 
-waitress's defaults are tuned for ordinary sites; for a private chat they do three things
-we must not: they write request and response bodies over 512 KiB / 1 MiB to temporary
-files (a slow reader would make the server write decrypted history to ``/tmp``), they
-strip ``X-Forwarded-For`` before the app could trust it behind a proxy, and they accept
-only 100 connections, which 100 idle half-sent requests fill. :func:`make_server` sets:
+An AI chat is many long, mostly idle streams; a thread per stream runs out long before the
+machine does. Under gevent a stream waiting on the backend costs a greenlet (a few KiB),
+and blocking work runs off the event loop: password KDFs and SQLite writes in worker
+threads (:mod:`securechat.server.offload`). On top of gevent's WSGI server this sets what
+a private chat needs:
 
-* buffers that never reach the disk: every chunk of a response is at most
-  :data:`CHUNK` bytes, waitress pauses the app once :data:`HIGH_WATERMARK` bytes wait for
-  a slow client (more than any JSON answer holds), and a buffer only spills past
-  :data:`OUTBUF_OVERFLOW`, which is above both; request bodies are refused (413, JSON)
-  past the app's limit and held in memory below it;
-* ``X-Forwarded-For`` passed to the app's ``ProxyFix`` when ``PROXY_FIX`` trusts proxies;
-* room for many connections (poll, not select), a short idle timeout, and at most
-  ``MAX_CONNECTIONS_PER_ADDRESS`` open connections per client address (without a proxy).
+* nothing spooled to disk: a request body is read into memory (at most
+  ``MAX_CONTENT_LENGTH``) before the app runs, and a response goes straight to the socket,
+  waiting for a slow reader instead of buffering for it;
+* deadlines per connection: the request line, headers and body must arrive within
+  ``REQUEST_TIMEOUT`` (an idle keep-alive connection is closed then too, and a client
+  trickling a byte at a time cannot hold one), and a client that reads nothing of its
+  response for ``WRITE_TIMEOUT`` is dropped (its stream's slots are freed);
+* at most ``MAX_CONNECTIONS`` connections and, without a trusted proxy,
+  ``MAX_CONNECTIONS_PER_ADDRESS`` per client address;
+* the server's own errors (400, 413, 414) as the API's JSON, and no access log (a log line
+  per request would say who talks to whom, and when).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
 import resource
-from collections.abc import Callable, Iterable, Iterator
+import socket
+from collections.abc import Callable
 from typing import Any
 
+import gevent
 from flask import Flask
-from waitress.channel import HTTPChannel
-from waitress.server import create_server
-from waitress.task import ErrorTask
+from gevent.pool import Pool
+from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from ..errors import ConfigError
-
-CHUNK = 256 * 1024  # largest piece of a response handed to waitress at once
-# Unsent bytes per connection before the app waits for the client. Above the largest
-# JSON answer (a history page is at most ~3 MB), so a worker thread hands any of them
-# over whole and moves on: a client that stops reading holds memory, never a thread.
-# Only longer streams (SSE replies) wait for their reader, with the data in memory.
-HIGH_WATERMARK = 4 * 1024 * 1024
-OUTBUF_OVERFLOW = 8 * 1024 * 1024  # > HIGH_WATERMARK + CHUNK + headers: never reached
-CONNECTION_LIMIT = 1000
-CHANNEL_TIMEOUT = 30  # seconds an idle (or stalled, half-sent) connection may stay open
-# Worker threads that are never busy with a backend call or a KDF run: health, pages, ...
-SPARE_THREADS = 4
-
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+log = logging.getLogger(__name__)
 
 
-def make_server(app: Flask, host: str, port: int, threads: int) -> Any:
-    """A waitress server for ``app`` with the settings above; raises ConfigError if unsafe."""
+_JSON_HEADERS = ("Content-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n"
+                 "Cache-Control: no-store\r\nContent-Security-Policy: default-src 'none'\r\n")
+_REASONS = {"400": ("Bad Request", "bad_request"), "414": ("URI Too Long", "bad_request"),
+            "431": ("Request Header Fields Too Large", "bad_request"),
+            "500": ("Internal Server Error", "internal_error")}
+
+
+def json_error(status: str) -> bytes:
+    """A whole HTTP response carrying the API's JSON error for a server-level ``status``."""
+    reason, code = _REASONS.get(status, ("Bad Request", "bad_request"))
+    body = json.dumps({"error": {"code": code, "message": reason + "."}}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\n{_JSON_HEADERS}Connection: close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+class _Drained:
+    """Stands in for a body left unread: nothing is discarded (the connection closes)."""
+
+    def _discard(self) -> None:
+        """Nothing to read."""
+
+
+class Handler(WSGIHandler):
+    """One connection: its request arrives within a deadline, whole, before the app runs."""
+
+
+    # Set per server from the app's settings.
+    max_body = 1024 * 1024
+    request_timeout = 30.0
+    write_timeout = 60.0
+
+    def handle(self) -> None:
+        """Serve the connection's requests; a send that makes no progress times out."""
+        self.socket.settimeout(self.write_timeout)
+        super().handle()
+
+    def handle_one_request(self) -> Any:
+        """One request: read within REQUEST_TIMEOUT, then answered; errors as JSON."""
+        # The whole request (line, headers and body) must arrive in time; the response
+        # may take as long as the app's own bounds allow (a stream, a slow backend).
+        self._deadline = gevent.Timeout(self.request_timeout)
+        self._deadline.start()
+        try:
+            result = super().handle_one_request()
+        except gevent.Timeout as e:
+            if e is not self._deadline:
+                raise
+            return None  # too slow to ask: close the connection without a word
+        finally:
+            self._deadline.close()
+        if isinstance(result, tuple):
+            return result[0], json_error(str(result[0]))
+        return result
+
+    def get_environ(self) -> dict[str, Any]:
+        """The WSGI environ, with the body already read into memory (bounded)."""
+        environ = super().get_environ()
+        body = self._read_body(environ["wsgi.input"])
+        self._deadline.close()  # it has all arrived: from here on the app's bounds apply
+        if len(body) > self.max_body:
+            # The app answers its JSON 413 from the length; the rest is never read, so
+            # the connection cannot carry another request.
+            self.close_connection = True
+            self.wsgi_input = _Drained()
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return environ
+
+    def _read_body(self, stream: Any) -> bytes:
+        """At most ``max_body + 1`` bytes of the body: enough to tell it is too large."""
+        chunks, size = [], 0
+        while size <= self.max_body:
+            data = stream.read(min(65536, self.max_body + 1 - size))
+            if not data:
+                break
+            chunks.append(data)
+            size += len(data)
+        return b"".join(chunks)
+
+    def finalize_headers(self) -> None:
+        """gevent's headers, and a ``Server`` that names no software version."""
+        super().finalize_headers()
+        self.response_headers.append((b"Server", b"securechat"))
+
+    def log_request(self) -> None:
+        """No access log."""
+
+    def handle_error(self, t: type[BaseException], v: BaseException, tb: Any) -> None:
+        """An app error is gevent's to report; a client that stopped reading is not one."""
+        if issubclass(t, TimeoutError):
+            log.info("a client read nothing for %.0f s: its connection was closed",
+                     self.write_timeout)
+            self.close_connection = True
+            return
+        super().handle_error(t, v, tb)
+
+    def _handle_client_error(self, ex: Exception) -> Any:
+        # A malformed request is the client's error: one debug line, the JSON 400.
+        log.debug("malformed request: %s", type(ex).__name__)
+        self.close_connection = True
+        return "400", json_error("400")
+
+    def _send_error_response_if_possible(self, error_code: int) -> None:
+        self.close_connection = True
+        if not self.response_length and not self.headers_sent:
+            with contextlib.suppress(OSError):
+                self.socket.sendall(json_error(str(error_code)))
+
+
+class Server(WSGIServer):
+    """gevent's WSGI server with a cap on open connections per client address."""
+
+    def __init__(self, listener: socket.socket, app: Flask, max_connections: int,
+                 per_address: int) -> None:
+        cfg = app.config
+        handler = type("ConfiguredHandler", (Handler,), {
+            "max_body": int(cfg["MAX_CONTENT_LENGTH"]),
+            "request_timeout": float(cfg["REQUEST_TIMEOUT"]),
+            "write_timeout": float(cfg["WRITE_TIMEOUT"])})
+        super().__init__(listener, app, spawn=Pool(max_connections), handler_class=handler,
+                         log=None, error_log=_ErrorLog())
+        self.per_address = per_address
+        self._open: dict[str, int] = {}
+
+    def handle(self, sock: socket.socket, address: Any) -> None:
+        """Serve one connection, unless its address already holds ``per_address`` of them."""
+        host = address[0] if isinstance(address, tuple) else str(address)
+        if self.per_address and self._open.get(host, 0) >= self.per_address:
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
+        self._open[host] = self._open.get(host, 0) + 1
+        try:
+            super().handle(sock, address)
+        finally:
+            left = self._open[host] - 1
+            if left:
+                self._open[host] = left
+            else:
+                del self._open[host]
+
+
+class _ErrorLog:
+    """gevent's error output, into logging (one line, no traceback of client errors)."""
+
+    def write(self, text: str) -> None:
+        if text.strip():
+            log.warning("%s", text.strip())
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+
+def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A listening socket (bound before any worker starts, so the port is known)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    return sock
+
+
+def make_server(app: Flask, listener: socket.socket) -> Server:
+    """The server for ``app`` on ``listener`` with the app's connection caps."""
     cfg = app.config
-    busy = int(cfg["MAX_STREAMS"]) + int(cfg["KDF_CONCURRENCY"]) + int(cfg["KDF_QUEUE"])
-    if threads < busy + SPARE_THREADS:
-        # Otherwise backend calls and password checks could take every thread: /api/health
-        # and every other request would wait behind them.
-        raise ConfigError(f"--threads {threads} is too few: MAX_STREAMS + KDF_CONCURRENCY + "
-                          f"KDF_QUEUE = {busy}, plus {SPARE_THREADS} for everything else; "
-                          f"use --threads {busy + SPARE_THREADS} or lower those settings")
-    body_cap = int(cfg["MAX_CONTENT_LENGTH"])
-    proxies = int(cfg["PROXY_FIX"])
-    _raise_open_files_limit(CONNECTION_LIMIT + 64)
-    server = create_server(
-        _in_chunks(app), host=host, port=port, threads=threads, ident="securechat",
-        # Bodies over the app's limit get waitress's 413 (JSON too, see _JSONErrorTask);
-        # the rest is held in memory, never in a temporary file.
-        max_request_body_size=body_cap, inbuf_overflow=body_cap + 64 * 1024,
-        outbuf_high_watermark=HIGH_WATERMARK, outbuf_overflow=OUTBUF_OVERFLOW,
-        connection_limit=CONNECTION_LIMIT, channel_timeout=CHANNEL_TIMEOUT,
-        asyncore_use_poll=True,
-        # Behind PROXY_FIX proxies the app's ProxyFix reads X-Forwarded-For; without it the
-        # header is cleared (and the app ignores it anyway).
-        clear_untrusted_proxy_headers=proxies == 0,
-    )
     # Behind a proxy every client shares its address: the proxy must cap connections there.
-    server.channel_class = _channel(0 if proxies else int(cfg["MAX_CONNECTIONS_PER_ADDRESS"]))
-    return server
-
-
-def _in_chunks(app: WSGIApp) -> WSGIApp:
-    """Wrap ``app`` so no piece of a response is larger than :data:`CHUNK` bytes.
-
-    waitress checks its high watermark between pieces; one 40 MB piece would be buffered
-    whole (and spill to a temporary file) whatever the watermark.
-    """
-
-    def wsgi(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        result = app(environ, start_response)
-        wrapper = environ.get("wsgi.file_wrapper")
-        if wrapper is not None and isinstance(result, wrapper):
-            return result  # a file on disk already (static assets): sent from there
-        return _Chunked(result)
-
-    return wsgi
-
-
-class _Chunked:
-    """A response iterable cut into pieces of at most CHUNK bytes; closes the original."""
-
-    def __init__(self, result: Iterable[bytes]) -> None:
-        self._result = result
-
-    def __iter__(self) -> Iterator[bytes]:
-        for data in self._result:
-            if len(data) <= CHUNK:
-                yield data
-                continue
-            view = memoryview(data)
-            for start in range(0, len(data), CHUNK):
-                yield bytes(view[start:start + CHUNK])
-
-    def close(self) -> None:
-        close = getattr(self._result, "close", None)
-        if close is not None:
-            close()
-
-
-class _JSONErrorTask(ErrorTask):
-    """waitress's own errors (413, 400, 431) as the contract's JSON, with the usual headers."""
-
-    def execute(self) -> None:
-        error = self.request.error
-        slug = _SLUGS.get(error.code, "bad_request")
-        body = json.dumps({"error": {"code": slug, "message": error.reason + "."}}).encode()
-        self.status = f"{error.code} {error.reason}"
-        self.response_headers.extend([
-            ("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff"),
-            ("Cache-Control", "no-store"), ("Content-Security-Policy", "default-src 'none'")])
-        self.set_close_on_finish()
-        self.content_length = len(body)
-        self.write(body)
-
-
-_SLUGS = {400: "bad_request", 413: "too_large", 431: "headers_too_large",
-          500: "internal_error", 501: "not_implemented"}
-
-
-def _channel(per_address: int) -> type[HTTPChannel]:
-    class Channel(HTTPChannel):
-        """JSON errors; closed at once when its address already has ``per_address``."""
-
-        error_task_class = _JSONErrorTask
-
-        def __init__(self, server: Any, sock: Any, addr: Any, adj: Any,
-                     map: Any = None) -> None:  # noqa: A002 - waitress's own name
-            super().__init__(server, sock, addr, adj, map)
-            if not per_address:
-                return
-            peers = sum(1 for channel in server.active_channels.values()
-                        if getattr(channel, "addr", (None,))[0] == addr[0])
-            if peers > per_address:
-                self.will_close = True
-                self.close()
-
-    return Channel
+    per_address = 0 if int(cfg["PROXY_FIX"]) else int(cfg["MAX_CONNECTIONS_PER_ADDRESS"])
+    return Server(listener, app, int(cfg["MAX_CONNECTIONS"]), per_address)
 
 
 def no_core_dumps() -> None:
@@ -161,11 +217,13 @@ def no_core_dumps() -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _raise_open_files_limit(wanted: int) -> None:
-    # Each connection is a file descriptor; the common soft limit of 1024 would stop
-    # accept() before CONNECTION_LIMIT. Raise it up to the hard limit, never above.
+def raise_open_files_limit(wanted: int) -> None:
+    """Allow ``wanted`` open files (each connection is one), up to the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+Stop = Callable[[], None]

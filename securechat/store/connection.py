@@ -7,9 +7,11 @@ import sqlite3
 import threading
 import time
 import weakref
+from typing import Any
 
 from flask import Flask, current_app, g
 
+from .. import offload
 from . import scrub
 from .migrate import migrate
 from .queries import delete_stale_sessions
@@ -18,9 +20,40 @@ from .queries import delete_stale_sessions
 BUSY_TIMEOUT_MS = 30_000
 
 
-def connect(path: str) -> sqlite3.Connection:
-    """Open a connection in autocommit mode, WAL, foreign keys on."""
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+# Statements that take SQLite's write lock (and may wait for it, or fsync at the end).
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN", "COMMIT", "ROLLBACK")
+
+
+class Connection(sqlite3.Connection):
+    """A connection whose writers queue in this process, and block no event loop.
+
+    SQLite lets one writer in at a time; others spin in its busy handler, sleeping in
+    growing steps (tens of milliseconds under load). Writers of one process wait on
+    ``writers`` (a lock shared by a pool's connections) instead, so only other processes
+    are ever waited for in SQLite. Under gevent, each write runs in a worker thread
+    (:mod:`securechat.offload`): waiting for a lock or an fsync stalls no other request.
+    """
+
+    writers: threading.RLock
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        """Run one statement; writes are serialized and kept off the event loop."""
+        if not sql.lstrip()[:8].upper().startswith(_WRITES):
+            return super().execute(sql, parameters)
+        if self.in_transaction:  # inside BEGIN IMMEDIATE: this connection holds the lock
+            return offload.blocking(super().execute, sql, parameters)
+        with self.writers:
+            return offload.blocking(super().execute, sql, parameters)
+
+
+def connect(path: str, writers: threading.RLock | None = None) -> Connection:
+    """Open a connection in autocommit mode, WAL, foreign keys on.
+
+    ``writers`` is the lock its writes queue on (a pool's, shared by its connections).
+    """
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                           check_same_thread=False, factory=Connection)
+    conn.writers = writers or threading.RLock()
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -38,6 +71,7 @@ class Pool:
 
     def __init__(self, path: str, size: int = 8) -> None:
         self.path, self.size = path, size
+        self.writers = threading.RLock()  # one writer of this process at a time
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         # Closed explicitly even when the app is simply dropped (no ResourceWarning).
@@ -48,7 +82,7 @@ class Pool:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        return connect(self.path)
+        return connect(self.path, self.writers)
 
     def give(self, conn: sqlite3.Connection) -> None:
         """Return a connection after a request (closed when the pool is full)."""

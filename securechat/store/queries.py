@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 from ..records import COMPLETE
@@ -65,14 +65,19 @@ class Message:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Run a write transaction that takes the write lock at once (no upgrade deadlocks)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    """Run a write transaction that takes the write lock at once (no upgrade deadlocks).
+
+    A connection from :func:`securechat.store.connect` first waits for its process's
+    other writers (its ``writers`` lock), so only other processes are waited for in SQLite.
+    """
+    with getattr(conn, "writers", None) or nullcontext():
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
 
 # --- users -----------------------------------------------------------------

@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 from flask import current_app
 
+from .. import offload
+
 log = logging.getLogger(__name__)
 
 # In the request: a few short tries (each waits at most BUSY_MS for readers to finish).
@@ -82,5 +84,5 @@ class Scrubber:
 
 def now(db: sqlite3.Connection) -> None:
     """After a delete or re-wrap: truncate the WAL now, or have it retried until it is."""
-    if not checkpoint(db):
+    if not offload.blocking(checkpoint, db):
         current_app.extensions["securechat.scrubber"].later()
