@@ -54,12 +54,7 @@ def serve(host: str, port: int, instance: str | None, workers: int = 1,
 
     from .errors import ConfigError
     from .server import create_app_from_env
-    from .server.production import (
-        listen,
-        make_server,
-        no_core_dumps,
-        raise_open_files_limit,
-    )
+    from .server.production import listen, make_server, no_core_dumps
 
     no_core_dumps()  # before any key is in memory
     try:
@@ -68,7 +63,6 @@ def serve(host: str, port: int, instance: str | None, workers: int = 1,
     except (ConfigError, OSError) as e:
         print(f"securechat: refusing to start: {e}", file=sys.stderr)
         return 2
-    raise_open_files_limit(int(app.config["MAX_CONNECTIONS"]) + 64)
     # Installed explicitly, before anyone is told we listen: a process started with SIGINT
     # ignored (a script, nohup, some service managers) must still stop on Ctrl-C. A worker
     # stops when its supervisor says so (a terminal's Ctrl-C reaches every process).
@@ -153,8 +147,12 @@ def _stop_event(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> A
 
 def _run(server: Any, stop: Any) -> None:
     """Serve until ``stop`` is set, then stop accepting and let streams finish."""
+    from .server import maintenance
+
     server.start()
+    sweeping = maintenance.every_interval(server.application)  # an idle server sweeps too
     stop.wait()
+    sweeping()
     server.stop(timeout=GRACE)
 
 

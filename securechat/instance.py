@@ -76,7 +76,7 @@ def load_or_create_secret(path: Path) -> str:
     second process starting at the same moment never reads it half-written.
     """
     if path.exists():
-        return path.read_text("utf-8").strip()
+        return _read_secret(path)
     secret = secrets.token_urlsafe(48)
     fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # mode 0600
     try:
@@ -87,10 +87,18 @@ def load_or_create_secret(path: Path) -> str:
         try:
             os.link(scratch, path)
         except FileExistsError:
-            return path.read_text("utf-8").strip()  # another process won the race
+            return _read_secret(path)  # another process won the race
     finally:
         os.unlink(scratch)
     return secret
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        return path.read_text("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not text; delete it to have a new secret generated "
+                          "(every session ends)") from None
 
 
 def check_secret_key(secret: object) -> None:

@@ -6,6 +6,7 @@ streams are SSE too) decodes them with :func:`parse` over :func:`iter_body`.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,23 @@ CSRF_HEADER = "X-CSRF-Token"
 USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 CONTENT_TYPE = "text/event-stream"
+
+def client_key(address: str | None) -> str:
+    """Who a client address counts as for limits: itself, or its IPv6 /64.
+
+    One IPv6 subscriber usually holds a whole /64: counted address by address, it would
+    have billions of login budgets and connection slots. IPv4-mapped IPv6 is its IPv4.
+    """
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
 
 # The status of each error code the server answers. A stream reports an error as an event
 # (its status is long sent): clients map the code back to the status the JSON route would

@@ -66,6 +66,7 @@ class Settings:
     SESSION_IDLE_TIMEOUT: int = _s(1800, lo=1, hi=31 * 86400)
     SESSION_ABSOLUTE_TIMEOUT: int = _s(28800, lo=1, hi=366 * 86400)
     HTTPS: bool = _s(False)  # Secure + __Host- cookies, HSTS
+    PURGE_INTERVAL: float = _s(60.0, lo=1, hi=86400)  # expired sessions leave the files
     # Rate limits (Flask-Limiter strings) and where they count.
     LOGIN_RATE_LIMIT: str = _s("5 per minute;100 per hour", kind="limit")
     LOGIN_SUCCESS_RATE_LIMIT: str = _s("60 per hour", kind="limit")

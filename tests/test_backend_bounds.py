@@ -118,11 +118,16 @@ def trickler(request: pytest.FixtureRequest) -> Iterator[_Trickler]:
      b" "),  # a JSON body that never ends
     (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
      b"Transfer-Encoding: chunked\r\n\r\n", b"1"),  # a chunk-size line that never ends
-], indirect=True, ids=["headers", "json-body", "chunk-line"])
+    # A proxy answering CONNECT (to an https backend) with headers that never end.
+    (b"HTTP/1.1 200 Connection established\r\n", b"X"),
+], indirect=True, ids=["headers", "json-body", "chunk-line", "proxy-tunnel"])
 @pytest.mark.parametrize("path", ["reply", "stream"])
 def test_a_trickling_backend_is_cut_at_the_deadline(trickler: _Trickler, path: str) -> None:
-    responder = OpenAIResponder(trickler.base_url, "m", read_timeout=30, max_reply_seconds=0.5,
-                                max_attempts=1)
+    url, proxy = trickler.base_url, None
+    if b"Connection established" in trickler.prefix:
+        url, proxy = "https://backend.invalid/v1", trickler.base_url.removesuffix("/v1")
+    responder = OpenAIResponder(url, "m", read_timeout=30, max_reply_seconds=0.5,
+                                max_attempts=1, proxy=proxy)
     started = time.monotonic()
     with pytest.raises(BackendTimeout):
         if path == "reply":

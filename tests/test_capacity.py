@@ -7,6 +7,7 @@ Past a cap the answer comes at once: 429 for one user's own excess (nothing stor
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -152,7 +153,9 @@ def test_a_stream_holds_its_slot_until_closed_even_when_the_client_leaves(
     assert response.status_code == 200
     wait_for(lambda: gate.inside == 1)
     assert _slots(app) == (1, 1)
-    response.close()  # the client goes away mid-reply
+    response.close()  # the client goes away mid-reply ...
+    time.sleep(0.3)
+    assert _slots(app) == (1, 1)  # ... the reply is still being made: the slot stays taken
     gate.open.set()
     wait_for(lambda: _slots(app) == (0, 0))
 
@@ -241,3 +244,24 @@ def test_sessions_per_user_are_capped_least_recent_first(
         for client in clients:
             client.close()
     assert alive == [False, False, True, True, True]
+
+
+def test_a_failure_after_the_view_frees_a_streams_slot(app: Flask, gate: Gate,
+                                                       server: BackgroundServer,
+                                                       alice: ChatClient) -> None:
+    # An after_request hook that raises (a limiter store down, say) replaces the streamed
+    # response, which is then never closed: the teardown must free its slots.
+    def broken(response: Any) -> Any:
+        if response.mimetype == "text/event-stream":
+            raise RuntimeError("a hook failed after the view")
+        return response
+
+    app.after_request_funcs.setdefault(None, []).insert(0, broken)
+    conv = alice.new_conversation()["id"]
+    gate.open.set()
+    failed = requests.post(f"{server.url}/api/conversations/{conv}/messages", timeout=10,
+                           json={"content": "x"}, cookies=alice.http.cookies,
+                           headers={"X-CSRF-Token": alice.csrf_token or "",
+                                    "Accept": "text/event-stream"})
+    assert failed.status_code == 500
+    wait_for(lambda: _slots(app) == (0, 0))

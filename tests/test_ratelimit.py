@@ -418,3 +418,52 @@ def test_parallel_guesses_cannot_overshoot_the_login_limit(
         statuses = list(pool.map(guess, range(24)))
     assert set(statuses) <= {401, 429}
     assert 1 <= statuses.count(401) <= 3  # LIMITED: "3 per minute"
+
+
+@pytest.mark.parametrize(("address", "key"), [
+    ("203.0.113.7", "203.0.113.7"),
+    ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+    ("::ffff:198.51.100.4", "198.51.100.4"),
+    ("not an address", "not an address"),
+    (None, "unknown"),
+])
+def test_clients_count_as_their_address_or_their_ipv6_64(address: str | None, key: str) -> None:
+    from securechat.protocol import client_key
+
+    assert client_key(address) == key
+
+
+def test_one_ipv6_64_shares_one_login_budget(http: FlaskClient) -> None:
+    # A /64 is one subscriber: hopping across its addresses buys no extra guesses.
+    for i in range(3):
+        assert login(http, f"name{i}", WRONG, addr=f"2001:db8::{i + 1}").status_code == 401
+    assert_rate_limited(login(http, "name9", WRONG, addr="2001:db8::ffff:1"))
+    assert login(http, "name9", WRONG, addr="2001:db8:0:1::1").status_code == 401  # next /64
+
+
+def test_a_unit_is_never_given_back_into_a_later_window(http: FlaskClient,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A login that succeeds after its window rolled over must not credit the next one."""
+    from limits.storage import MemoryStorage as Storage
+
+    assert register(http, "alice").status_code == 201
+    guard = http.application.extensions["securechat.login_guard"]
+    real_window, real_give_back = guard._window, guard._give_back
+    rolled = {"over": False}
+
+    def window(limit: Any, key: str) -> float:
+        return real_window(limit, key) + (3600.0 if rolled["over"] else 0.0)
+
+    def give_back_later(taken: Any) -> None:
+        rolled["over"] = True  # the password check took long: a new window began meanwhile
+        real_give_back(taken)
+
+    monkeypatch.setattr(guard, "_window", window)
+    monkeypatch.setattr(guard, "_give_back", give_back_later)
+    assert login(http, "alice").status_code == 200
+    storage: Storage = http.application.extensions["securechat.limiter"].storage
+    counts = [v for k, v in storage.storage.items() if "login-failed" in k]
+    # Kept as counted (1 per address and per name): a give-back would have made them 0
+    # here, and -1 in a window that really had rolled over.
+    assert counts == [1, 1]

@@ -8,6 +8,7 @@ of the old material may be found in any file (database, WAL, shm, anything else)
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,36 @@ def test_a_busy_checkpoint_is_retried_in_the_background(app: Flask, instance: Pa
         reader.execute("ROLLBACK")
         reader.close()
     wait_for(lambda: not any(m in every_byte(instance) for m in material))
+
+
+def test_an_expired_session_nobody_presents_leaves_the_files_of_an_idle_server(
+        instance: Path) -> None:
+    served = Served(instance, serve_env(SECURECHAT_SESSION_IDLE_TIMEOUT="1",
+                                        SECURECHAT_PURGE_INTERVAL="1"))
+    try:
+        with ChatClient(served.url) as client:
+            client.register("ada", PASSWORD)
+            client.login("ada", PASSWORD)
+            material = session_material(instance / "securechat.sqlite3")
+        # Nobody asks anything: the server's own sweep must remove it.
+        deadline = time.monotonic() + 20
+        while any(m in every_byte(instance) for m in material):
+            assert time.monotonic() < deadline, "the expired session stayed in the files"
+            time.sleep(0.2)
+    finally:
+        assert served.stop()[0] == 0
+
+
+def test_other_servers_sweep_at_the_first_request_after_the_interval(
+        settings: dict[str, Any], instance: Path) -> None:
+    clock = [1_000_000.0]
+    app = create_app({**settings, "CLOCK": lambda: clock[0], "PURGE_INTERVAL": 1,
+                      "SESSION_IDLE_TIMEOUT": 10}, instance_path=instance)
+    http = app.test_client()
+    http.post("/api/register", json={"username": "ada", "password": PASSWORD})
+    http.post("/api/login", json={"username": "ada", "password": PASSWORD})
+    material = session_material(app.config["DATABASE"])
+    clock[0] += 60  # the session has long expired; nobody presents it again
+    time.sleep(1.1)
+    assert app.test_client().get("/api/health").status_code == 200  # someone else's request
+    assert_gone(instance, material)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from securechat import ConfigError, create_app
+from securechat import ConfigError, create_app, create_app_from_env
 
 from .conftest import FAST
-from .served import refused, serve_env
+from .served import refused, serve_command, serve_env
 
 
 def _prepared(instance: Path) -> None:
@@ -90,3 +91,41 @@ def test_serve_refuses_files_of_another_user(instance: Path) -> None:
     os.chown(instance / "config.json", 65534, -1)  # nobody
     proc = refused(instance, serve_env())
     assert proc.returncode == 2 and "belongs to another user" in proc.stderr
+
+
+def test_serve_refuses_a_dotenv_others_can_write(instance: Path, tmp_path: Path) -> None:
+    # A writable .env could point the backend elsewhere or switch the limits off.
+    work = tmp_path / "work"
+    work.mkdir()
+    dotenv = work / ".env"
+    dotenv.write_text("SECURECHAT_RATELIMIT_ENABLED=false\n")
+    dotenv.chmod(0o666)
+    proc = subprocess.run(serve_command(instance), capture_output=True, text=True, cwd=work,
+                          env=serve_env(), timeout=120)
+    assert proc.returncode == 2 and str(dotenv) in proc.stderr and "chmod" in proc.stderr
+    dotenv.chmod(0o600)
+    with pytest.raises(ConfigError, match=".env"):
+        dotenv.chmod(0o620)
+        create_app_from_env(FAST, instance_path=instance, dotenv_path=dotenv)
+
+
+@pytest.mark.parametrize("damage", ["config-list", "config-null", "secret-binary", "database"])
+def test_serve_refuses_damaged_instance_files_in_one_line(instance: Path, damage: str) -> None:
+    _prepared(instance)
+    if damage.startswith("config"):
+        (instance / "config.json").write_text("[1]" if damage == "config-list" else "null")
+        says = "config.json"
+    elif damage == "secret-binary":
+        (instance / "secret_key").write_bytes(b"\xff\xfe\x00 not text")
+        says = "secret_key"
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            (instance / f"securechat.sqlite3{suffix}").unlink(missing_ok=True)
+        (instance / "securechat.sqlite3").write_bytes(b"definitely not SQLite " * 100)
+        (instance / "securechat.sqlite3").chmod(0o600)
+        says = "securechat.sqlite3"
+    proc = refused(instance, serve_env())
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("securechat: refusing to start:")
+    assert says in lines[0] and "Traceback" not in proc.stderr

@@ -1,10 +1,11 @@
 """One wall-clock deadline over an HTTP exchange with the AI backend, every read included.
 
 A read timeout bounds each silence, not the whole: a backend that sends a keep-alive
-comment every few seconds, or trickles its headers a byte at a time, would hold a server
-thread for ever. :class:`Deadline` shuts the exchange's socket down when the time is up,
-wherever the read is blocked; requests made through :func:`session` register their
-sockets with the deadline active at the moment they connect.
+comment every few seconds, or trickles its headers (or a TLS handshake) a byte at a time,
+would hold a server thread for ever. :class:`Deadline` shuts the exchange's socket down
+when the time is up, wherever the read is blocked; requests made through :func:`session`
+register their sockets with the deadline active the moment the socket exists. (Name
+resolution is the one step it cannot cut: it happens before there is a socket.)
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ class Deadline:
     def attach(self, sock: socket.socket) -> None:
         """Shut ``sock`` down when the deadline passes (at once if it already has)."""
         with self._lock:
+            self._sockets.append(sock)
             if not self.expired:
-                self._sockets.append(sock)
                 return
         _shut(sock)
 
@@ -65,14 +66,19 @@ class Deadline:
     def _expire(self) -> None:
         with self._lock:
             self.expired = True
-            sockets, self._sockets = self._sockets, []
+            sockets = list(self._sockets)  # closed by cancel(), once the call has ended
         for sock in sockets:
             _shut(sock)
 
     def cancel(self) -> None:
-        """Stop the timer; the sockets are left alone."""
+        """Stop the timer and close the call's sockets (a failed connect can leave one)."""
         self._timer.cancel()
         self._timer.join()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def __enter__(self) -> Deadline:
         return self
@@ -88,21 +94,60 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
+def _close_opened(sock: Any, failure: BaseException) -> None:
+    """Close what a failed connect opened: its socket, and a TLS wrapper left in its frames.
+
+    Cut mid-tunnel, urllib3 still wraps the dead socket in TLS and raises without closing
+    the wrapper; it would stay open for as long as the error is referenced.
+    """
+    found = [sock]
+    tb = failure.__traceback__
+    while tb is not None:
+        found += [v for v in tb.tb_frame.f_locals.values() if isinstance(v, socket.socket)]
+        tb = tb.tb_next
+    for each in found:
+        if each is not None:
+            with contextlib.suppress(OSError):
+                each.close()
+
+
 def _register(sock: Any) -> None:
     deadline = _ACTIVE.get()
     if deadline is not None and sock is not None:
         deadline.attach(sock)
 
 
+# The socket is attached the moment it exists (a proxy's CONNECT tunnel or a TLS handshake
+# trickled a byte at a time is cut too), and again once connected: wrapping it in TLS
+# moves the file descriptor to a new socket object.
+
 class _WatchedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _register(sock)
+        return sock
+
     def connect(self) -> None:
-        super().connect()
+        try:
+            super().connect()
+        except BaseException as e:
+            _close_opened(self.sock, e)
+            raise
         _register(self.sock)
 
 
 class _WatchedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _register(sock)
+        return sock
+
     def connect(self) -> None:
-        super().connect()
+        try:
+            super().connect()
+        except BaseException as e:
+            _close_opened(self.sock, e)
+            raise
         _register(self.sock)
 
 

@@ -16,7 +16,7 @@ from .. import settings as settings_module
 from .. import store
 from ..backends import make_responder
 from ..errors import ConfigError
-from . import auth, capacity, chat, http, limits, page
+from . import auth, capacity, chat, http, limits, maintenance, page
 
 log = logging.getLogger("securechat.settings")
 
@@ -66,6 +66,8 @@ def create_app_from_env(config: Mapping[str, Any] | None = None,
     """
     env: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
+        # Settings from a file others could write are no one's settings: refuse, not read.
+        folder.check_trusted(Path(dotenv_path).resolve())
         env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
     env.update(os.environ if environ is None else environ)
     chosen = instance_path if instance_path is not None else env.get("SECURECHAT_INSTANCE")
@@ -90,6 +92,7 @@ def _build(instance: Path, config: Mapping[str, Any] | None,
     app.extensions["securechat.responder"] = make_responder(app.config)
     capacity.init_app(app)
     store.init_app(app)
+    maintenance.init_app(app)
     http.register_error_handlers(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(chat.bp)

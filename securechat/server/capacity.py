@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 
 from .http import busy, fail
 
@@ -90,6 +90,17 @@ def init_app(app: Flask) -> None:
         int(cfg["KDF_CONCURRENCY"]), float(cfg["KDF_MAX_WAIT"]), int(cfg["KDF_QUEUE"]))
     app.extensions["securechat.backend_slots"] = Slots(int(cfg["MAX_STREAMS"]))
     app.extensions["securechat.backend_per_user"] = PerKey(int(cfg["MAX_STREAMS_PER_USER"]))
+    app.teardown_request(_release_on_error)
+
+
+def _release_on_error(exc: BaseException | None) -> None:
+    # Normally a call's slots are freed when its response is closed (or at once for JSON).
+    # A request that failed after the view (an after_request hook raising) has its response
+    # discarded unclosed: free them here. (A stream's first teardown, without error, comes
+    # before it starts; that one must not.)
+    if exc is not None:
+        for call in g.pop("backend_calls", []):
+            call.release()
 
 
 @contextmanager
@@ -119,6 +130,7 @@ class BackendCall:
         self._user_id = user_id
         self._started = False
         self._once = threading.Lock()
+        g.setdefault("backend_calls", []).append(self)
         if not self._per_user.acquire(user_id):
             fail(429, "rate_limited", f"You already have {self._per_user.size} replies in "
                  "progress; wait for one to finish.", {"Retry-After": "5"})

@@ -24,7 +24,7 @@ from limits.strategies import FixedWindowRateLimiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..errors import ConfigError
-from ..protocol import USERNAME_RE
+from ..protocol import USERNAME_RE, client_key
 from .http import Abort, fail
 from .sessions import load_session
 
@@ -35,8 +35,11 @@ BACKEND_ENDPOINTS = ("chat.send", "chat.reply_again")
 
 
 def client_address() -> str:
-    """Rate-limit key of the client's address (the proxy's view of it under ``PROXY_FIX``)."""
-    return "addr:" + (request.remote_addr or "unknown")
+    """Rate-limit key of the client's address (the proxy's view of it under ``PROXY_FIX``).
+
+    An IPv6 client counts as its /64 (see :func:`securechat.protocol.client_key`).
+    """
+    return "addr:" + client_key(request.remote_addr)
 
 
 def _username_key(name: object) -> str:
@@ -78,11 +81,12 @@ class LoginGuard:
             for limit in self._succeeded:
                 if not self._strategy.test(limit, "login-ok", username):
                     _refuse(self._wait(limit, "login-ok", username))
-            taken: list[tuple[RateLimitItem, str]] = []
+            taken: list[tuple[RateLimitItem, str, float]] = []
             for key in (address, username):
                 for limit in self._failed:
-                    taken.append((limit, key))
-                    if not self._strategy.hit(limit, "login-failed", key):
+                    ok = self._strategy.hit(limit, "login-failed", key)
+                    taken.append((limit, key, self._window(limit, key)))
+                    if not ok:
                         self._give_back(taken)
                         # For the operator: which budget, never the name or the address.
                         log.info("login refused: %s of failed attempts per %s reached",
@@ -111,9 +115,16 @@ class LoginGuard:
             with self._lock:
                 self._busy.discard(username)
 
-    def _give_back(self, taken: list[tuple[RateLimitItem, str]]) -> None:
-        for limit, key in taken:
-            self._strategy.hit(limit, "login-failed", key, cost=-1)
+    def _give_back(self, taken: list[tuple[RateLimitItem, str, float]]) -> None:
+        for limit, key, window in taken:
+            # Only into the window the unit came from: given back after it rolled over, it
+            # would be a credit (a negative count) in the next one.
+            if self._window(limit, key) == window:
+                self._strategy.hit(limit, "login-failed", key, cost=-1)
+
+    def _window(self, limit: RateLimitItem, key: str) -> float:
+        """When the current window of ``limit`` for ``key`` ends (it names the window)."""
+        return self._strategy.get_window_stats(limit, "login-failed", key).reset_time
 
     def _wait(self, limit: RateLimitItem, *keys: str) -> int:
         reset = self._strategy.get_window_stats(limit, *keys).reset_time

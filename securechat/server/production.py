@@ -35,6 +35,8 @@ from flask import Flask
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
+from ..protocol import client_key
+
 log = logging.getLogger(__name__)
 
 
@@ -166,7 +168,7 @@ class Server(WSGIServer):
 
     def handle(self, sock: socket.socket, address: Any) -> None:
         """Serve one connection, unless its address already holds ``per_address`` of them."""
-        host = address[0] if isinstance(address, tuple) else str(address)
+        host = client_key(address[0] if isinstance(address, tuple) else str(address))
         if self.per_address and self._open.get(host, 0) >= self.per_address:
             with contextlib.suppress(OSError):
                 sock.close()
@@ -208,7 +210,23 @@ def make_server(app: Flask, listener: socket.socket) -> Server:
     cfg = app.config
     # Behind a proxy every client shares its address: the proxy must cap connections there.
     per_address = 0 if int(cfg["PROXY_FIX"]) else int(cfg["MAX_CONNECTIONS_PER_ADDRESS"])
-    return Server(listener, app, int(cfg["MAX_CONNECTIONS"]), per_address)
+    return Server(listener, app, connection_cap(int(cfg["MAX_CONNECTIONS"])), per_address)
+
+
+def connection_cap(wanted: int, reserve: int = 64) -> int:
+    """``wanted``, or fewer when the open-files limit cannot hold that many connections.
+
+    Past the limit, accept() fails over and over (EMFILE); a pool that never asks for more
+    than the limit allows keeps the server answering the connections it has.
+    """
+    raise_open_files_limit(wanted + reserve)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or soft - reserve >= wanted:
+        return wanted
+    allowed = max(1, soft - reserve)
+    log.warning("MAX_CONNECTIONS=%d is more than %d open files allow: serving at most %d",
+                wanted, soft, allowed)
+    return allowed
 
 
 def no_core_dumps() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask, current_app, g
 
 from .. import offload
+from ..errors import ConfigError
 from . import scrub
 from .migrate import migrate
 from .queries import delete_stale_sessions
@@ -110,6 +111,17 @@ def init_app(app: Flask) -> None:
     if path != ":memory:" and not os.path.exists(path):
         # Owner-only from the start; SQLite gives the -wal and -shm files the same mode.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    try:
+        _prepare(app, path)
+    except sqlite3.DatabaseError as e:
+        # Not a database, or a damaged one: say which file, start nothing.
+        raise ConfigError(f"{path} cannot be used as the database ({e})") from None
+    app.extensions["securechat.db"] = Pool(path)
+    app.extensions["securechat.scrubber"] = scrub.Scrubber(lambda: connect(path))
+    app.teardown_appcontext(_close_db)
+
+
+def _prepare(app: Flask, path: str) -> None:
     conn = connect(path)
     try:
         migrate(conn)
@@ -121,9 +133,6 @@ def init_app(app: Flask) -> None:
         scrub.checkpoint(conn)
     finally:
         conn.close()
-    app.extensions["securechat.db"] = Pool(path)
-    app.extensions["securechat.scrubber"] = scrub.Scrubber(lambda: connect(path))
-    app.teardown_appcontext(_close_db)
 
 
 def get_db() -> sqlite3.Connection:

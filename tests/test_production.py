@@ -1,0 +1,31 @@
+"""The production server's pieces that need no process: caps, JSON errors, the chosen address."""
+
+from __future__ import annotations
+
+import json
+import resource
+
+import pytest
+
+from securechat.server import production
+
+
+def test_connections_are_capped_by_the_open_files_limit(monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(production, "raise_open_files_limit", lambda wanted: None)
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (1024, 1024))
+    assert production.connection_cap(500) == 500
+    assert production.connection_cap(5000) == 1024 - 64
+    assert "more than 1024 open files allow" in caplog.text
+
+
+@pytest.mark.parametrize(("status", "code"), [("400", "bad_request"), ("414", "bad_request"),
+                                              ("431", "bad_request"),
+                                              ("500", "internal_error")])
+def test_the_servers_own_errors_are_the_apis_json(status: str, code: str) -> None:
+    raw = production.json_error(status)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"Content-Type: application/json" in head and b"nosniff" in head
+    assert f"Content-Length: {len(body)}".encode() in head
+    assert json.loads(body)["error"]["code"] == code
