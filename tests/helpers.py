@@ -10,7 +10,6 @@ import requests
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from securechat import ChatClient
 from securechat.protocol import CSRF_HEADER
 
 # Tests may lower the KDF cost (the default may not): scrypt N=2^10 keeps them fast.
@@ -38,11 +37,6 @@ def assert_error(response: AnyResponse, status: int, code: str | None = None) ->
     if code is not None:
         assert body["error"]["code"] == code
     assert "Traceback" not in response.text and "<html" not in response.text.lower()
-
-
-def raw(client: ChatClient, method: str, path: str, **kwargs: Any) -> requests.Response:
-    """A real HTTP request through a ChatClient's cookie jar, without its JSON/CSRF help."""
-    return client.http.request(method, client.base_url + path, timeout=30, **kwargs)
 
 
 class AuthActions:

@@ -6,12 +6,13 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
 from securechat import ApiError, ChatClient
 
-from .helpers import COOKIE, PASSWORD, AuthActions, assert_error, raw, unique_name
+from .helpers import COOKIE, PASSWORD, AuthActions, assert_error, unique_name
 
 
 def is_iso_utc(text: str) -> bool:
@@ -437,6 +438,12 @@ def test_deeply_nested_json_is_a_400_on_every_body_route(
 
 
 # --- body limits over real HTTP: a socket the server must stop reading ----------------
+
+
+def raw(client: ChatClient, method: str, path: str, **kwargs: Any) -> requests.Response:
+    """A real HTTP request through a ChatClient's cookie jar, without its JSON/CSRF help."""
+    return client.http.request(method, client.base_url + path, timeout=30, **kwargs)
+
 
 
 @pytest.mark.parametrize("size", [1024 * 1024 + 1, 3 * 1024 * 1024])
