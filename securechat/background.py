@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import selectors
+import socket
 import threading
 import weakref
 from collections.abc import Callable
@@ -36,6 +38,51 @@ class _Server(ThreadedWSGIServer):
     daemon_threads = False
     block_on_close = True
     thread_name = "securechat-server"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # shutdown() writes a byte to this pair: the serving loop wakes at once, not on a timer.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        try:
+            super().__init__(*args, **kwargs)  # binds (werkzeug exits if the port is taken)
+        except BaseException:
+            self._wake_r.close()
+            self._wake_w.close()
+            raise
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until shutdown(); ``select`` waits for a connection or the wake-up byte only."""
+        # socketserver's own loop polls: it sees shutdown() only when its select() times out,
+        # which cost every stop() up to poll_interval. Nothing is timed here.
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                while not self._stopping.is_set():
+                    ready = selector.select()
+                    # A connection that raced shutdown() is not accepted: the port closes.
+                    if self._stopping.is_set():
+                        break
+                    if any(key.fileobj is self for key, _ in ready):
+                        # socketserver's own step for one ready connection (accept, verify,
+                        # process_request: a thread), as its serve_forever() calls it.
+                        self._handle_request_noblock()  # type: ignore[attr-defined]
+                    self.service_actions()
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Make serve_forever() return now, and wait until it has."""
+        self._stopping.set()
+        self._wake_w.send(b"\0")
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        """Close the port, join the request threads, then close the wake-up pair."""
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Handle one request in a thread named after the server (seen in leak checks)."""
@@ -111,8 +158,8 @@ class BackgroundServer:
         server.thread_name = f"{self._name}-{server.server_port}"
         # A daemon serving thread: at interpreter exit it cannot hold the process before
         # the finalizer below has stopped it properly.
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                  name=server.thread_name, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, name=server.thread_name,
+                                  daemon=True)
         thread.start()
         self._server, self._thread = server, thread
         # The finalizer holds the server, not self: it runs once, from stop(), when self

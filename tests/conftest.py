@@ -1,22 +1,37 @@
-"""Fixtures in layers: settings → app → server → client → logged-in users."""
+"""Fixtures in layers, as in Flask's tutorial (flaskr).
+
+``settings`` (overrides; a test or module may add to it) → ``app`` (``create_app`` on a
+temporary instance folder), then one of two layers on top of the same app:
+
+* **in-process** (no socket, the default): ``http`` is the Flask test client, and ``auth``
+  an :class:`~tests.helpers.AuthActions` on it (``register``, ``login`` returning the CSRF
+  header, ``logout``, ``csrf``); ``make_auth`` gives more users, each on its own test client.
+* **live** (only where the network is the point: the ChatClient, real sockets, streams,
+  threads, the fake backend over HTTP, browsers): ``server`` serves the app on
+  127.0.0.1 (:class:`~securechat.BackgroundServer`); ``make_client`` makes ChatClients
+  against it, ``client`` is one not logged in, ``make_user`` registers and logs one in,
+  ``alice`` and ``bob`` are two such users.
+
+The Flask test client is called ``http`` (not flaskr's ``client``) because ``client``,
+``alice`` and ``bob`` have always been live ChatClients here. Shared constants and
+helpers live in ``tests/helpers.py``; ``FAST`` and ``PASSWORD`` are imported here too,
+for modules that still import them from this file.
+"""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from securechat import BackgroundServer, ChatClient, create_app
 from securechat.testing import FakeOpenAI
 
-# Tests may lower the KDF cost (the default may not): scrypt N=2^10 keeps them fast.
-FAST = {"KDF_LOG_N": 10, "RATELIMIT_ENABLED": False}
-PASSWORD = "correct horse battery"
-_names = itertools.count()
+from .helpers import FAST, PASSWORD, AuthActions, unique_name
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +65,30 @@ def app(settings: dict[str, Any], instance: Path) -> Flask:
     return create_app(settings, instance_path=instance)
 
 
+# --- in-process: the Flask test client -----------------------------------------------
+
+
+@pytest.fixture
+def http(app: Flask) -> FlaskClient:
+    """The app's test client: requests without a socket."""
+    return app.test_client()
+
+
+@pytest.fixture
+def auth(http: FlaskClient) -> AuthActions:
+    """Register, log in and out through ``http``; it keeps the CSRF header."""
+    return AuthActions(http)
+
+
+@pytest.fixture
+def make_auth(app: Flask) -> Callable[[], AuthActions]:
+    """Factory of further users (browsers), each on a test client of its own."""
+    return lambda: AuthActions(app.test_client())
+
+
+# --- live: the app over real HTTP on 127.0.0.1 ---------------------------------------
+
+
 @pytest.fixture
 def server(app: Flask) -> Iterator[BackgroundServer]:
     """The app served on 127.0.0.1 over real HTTP."""
@@ -75,11 +114,6 @@ def make_client(server: BackgroundServer) -> Iterator[Callable[[], ChatClient]]:
 def client(make_client: Callable[[], ChatClient]) -> ChatClient:
     """A client that is not logged in."""
     return make_client()
-
-
-def unique_name(prefix: str = "user") -> str:
-    """A fresh valid username."""
-    return f"{prefix}{next(_names)}"
 
 
 @pytest.fixture

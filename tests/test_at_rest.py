@@ -9,7 +9,7 @@ from flask import Flask
 
 from securechat import BackgroundServer, ChatClient
 
-from .conftest import PASSWORD
+from .helpers import PASSWORD, AuthActions
 
 MARKER = "zq-unique-marker-7f3a9c"
 TITLE_MARKER = "zq-title-marker-5b2e11"
@@ -66,14 +66,14 @@ def test_nothing_readable_at_rest(app: Flask, instance: Path, server: Background
     assert b"mallory" in every_byte(instance)
 
 
-def test_deleted_conversation_leaves_no_ciphertext(
-    app: Flask, instance: Path, alice: ChatClient
-) -> None:
+def test_deleted_conversation_leaves_no_ciphertext(app: Flask, auth: AuthActions) -> None:
     import sqlite3
 
-    conv = alice.new_conversation()
-    sent = alice.send(conv["id"], "to be deleted")
-    alice.delete(conv["id"])
+    auth.signup()
+    conv = auth.new_conversation()
+    sent = auth.send(conv["id"], "to be deleted").get_json()
+    assert auth.http.delete(f"/api/conversations/{conv['id']}",
+                            headers=auth.csrf).status_code == 204
     with sqlite3.connect(app.config["DATABASE"]) as db:
         assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0
         assert db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0] == 0
@@ -85,11 +85,12 @@ def test_deleted_conversation_leaves_no_ciphertext(
         )
 
 
-def test_database_stores_only_ciphertext_blobs(app: Flask, alice: ChatClient) -> None:
+def test_database_stores_only_ciphertext_blobs(app: Flask, auth: AuthActions) -> None:
     import sqlite3
 
-    conv = alice.new_conversation("title")
-    alice.send(conv["id"], "hello")
+    auth.signup()
+    conv = auth.new_conversation("title")
+    assert auth.send(conv["id"], "hello").status_code == 201
     with sqlite3.connect(app.config["DATABASE"]) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA user_version").fetchone()[0] >= 1

@@ -24,8 +24,8 @@ from securechat.server import CSP
 from securechat.widgets.markdown import TAGS, render_markdown
 from tests import browser_helpers
 from tests.browser_helpers import chromium, screenshot
-from tests.conftest import FAST
 from tests.fake_backend import Flaky
+from tests.helpers import FAST
 from tests.markdown_helpers import CASES, DOM_TREE_FUNCTION, DOM_TREE_JS, html_tree
 
 STATIC = Path(__file__).resolve().parents[1] / "securechat" / "server" / "static"

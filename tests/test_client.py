@@ -21,7 +21,8 @@ from securechat import (
 )
 from securechat.client import retry_after
 from securechat.widgets import describe_error
-from tests.conftest import FAST
+
+from .helpers import FAST
 
 
 def test_unreachable_server_is_a_clear_error() -> None:
@@ -96,6 +97,18 @@ def test_history_fetches_all_pages(alice: ChatClient) -> None:
         alice.send(conv["id"], f"p{i}")
     contents = [m["content"] for m in alice.history(conv["id"], page_size=10)]
     assert contents == [x for i in range(23) for x in (f"p{i}", f"Echo: p{i}")]
+
+
+def test_conversations_fetches_all_pages(alice: ChatClient) -> None:
+    ids = [alice.new_conversation(f"p{i}")["id"] for i in range(7)][::-1]
+    assert [c["id"] for c in alice.conversations(page_size=2)] == ids
+
+
+def test_client_raises_package_error_with_code(alice: ChatClient) -> None:
+    with pytest.raises(ApiError) as info:
+        alice.send("missing", "hi")
+    assert info.value.status == 404 and info.value.code == "not_found"
+    assert "No such conversation" in info.value.message
 
 
 def test_ids_are_quoted_in_paths(alice: ChatClient) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from securechat import ChatClient
 
-from .conftest import PASSWORD
+from .helpers import PASSWORD
 
 SENDERS, EACH = 6, 15
 

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from securechat import ChatClient
 from securechat.backends import EchoResponder, Turn
+
+from .helpers import AuthActions
 
 
 def history(*texts: str) -> list[Turn]:
@@ -37,14 +38,15 @@ def test_stream_is_word_by_word(text: str, chunks: int) -> None:
 
 
 def test_send_decrypts_only_what_the_responder_uses(
-    alice: ChatClient, monkeypatch: pytest.MonkeyPatch
+    auth: AuthActions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Echo needs the last message only: a long history is not decrypted on every send."""
     from securechat import crypto
 
-    conv = alice.new_conversation()
+    auth.signup()
+    conv = auth.new_conversation()
     for i in range(10):
-        alice.send(conv["id"], f"earlier {i}")
+        assert auth.send(conv["id"], f"earlier {i}").status_code == 201
     opened: list[int] = []
     real = crypto.open_
 
@@ -53,5 +55,5 @@ def test_send_decrypts_only_what_the_responder_uses(
         return real(key, blob, ad)
 
     monkeypatch.setattr(crypto, "open_", spy)
-    assert alice.send(conv["id"], "latest")["reply"]["content"] == "Echo: latest"
+    assert auth.send(conv["id"], "latest").get_json()["reply"]["content"] == "Echo: latest"
     assert len(opened) == 2  # the session's data key, then the one message echoed

@@ -18,7 +18,7 @@ from werkzeug.test import TestResponse
 
 from securechat import create_app
 
-from .conftest import FAST, PASSWORD
+from .helpers import FAST, PASSWORD
 
 # The autouse fixture only isolates the environment; sharing it across examples is fine.
 FUZZ = settings(max_examples=600, deadline=None,

@@ -20,7 +20,7 @@ from securechat import (
 )
 from securechat.settings import Settings
 
-from .conftest import FAST, PASSWORD
+from .helpers import FAST, PASSWORD, AuthActions
 
 # --- KDF cost ----------------------------------------------------------------------------
 
@@ -53,31 +53,29 @@ def _user_row(app: Flask, username: str) -> tuple[str, bytes, bytes]:
                           (username,)).fetchone()
 
 
-def _login(app: Flask, username: str = "alice") -> tuple[Any, dict[str, str]]:
-    http = app.test_client()
-    response = http.post("/api/login", json={"username": username, "password": PASSWORD})
-    assert response.status_code == 200, response.get_json()
-    return http, {"X-CSRF-Token": response.get_json()["csrf_token"]}
+def _login(app: Flask, username: str = "alice") -> AuthActions:
+    """``username`` logged in on a new test client of ``app``."""
+    auth = AuthActions(app.test_client())
+    auth.login(username)
+    return auth
 
 
 def test_lower_cost_wrap_is_upgraded_at_next_login(instance: Path) -> None:
     cheap = create_app({**FAST, "KDF_LOG_N": 10}, instance_path=instance)
-    assert cheap.test_client().post("/api/register", json={
-        "username": "alice", "password": PASSWORD}).status_code == 201
-    http, csrf = _login(cheap)
-    conv = http.post("/api/conversations", json={"title": "before"}, headers=csrf).get_json()
-    http.post(f"/api/conversations/{conv['id']}/messages", json={"content": "kept"}, headers=csrf)
+    assert AuthActions(cheap.test_client()).register("alice").status_code == 201
+    alice = _login(cheap)
+    conv = alice.new_conversation("before")
+    assert alice.send(conv["id"], "kept").status_code == 201
     old = _user_row(cheap, "alice")
     assert old[0] == "scrypt$10$8$1"
 
     # The operator raises the cost; the same instance folder, so the same database.
     dearer = create_app({**FAST, "KDF_LOG_N": 12}, instance_path=instance)
-    http, csrf = _login(dearer)
+    alice = _login(dearer)
     new = _user_row(dearer, "alice")
     assert new[0] == "scrypt$12$8$1"
     assert new[1] != old[1] and new[2] != old[2]  # fresh salt, new wrap
-    history = http.get(f"/api/conversations/{conv['id']}/messages").get_json()["messages"]
-    assert [m["content"] for m in history][0] == "kept"
+    assert alice.history(conv["id"])[0] == "kept"
     # The new wrap opens with the password (the old one is gone).
     _login(dearer)
     stored = crypto.KdfParams.decode(new[0])
@@ -91,7 +89,7 @@ def test_lower_cost_wrap_is_upgraded_at_next_login(instance: Path) -> None:
 
 def test_cost_is_never_lowered_at_login(instance: Path) -> None:
     dear = create_app({**FAST, "KDF_LOG_N": 12}, instance_path=instance)
-    dear.test_client().post("/api/register", json={"username": "alice", "password": PASSWORD})
+    assert AuthActions(dear.test_client()).register("alice").status_code == 201
     before = _user_row(dear, "alice")
     cheap = create_app({**FAST, "KDF_LOG_N": 10}, instance_path=instance)
     _login(cheap)
@@ -100,7 +98,7 @@ def test_cost_is_never_lowered_at_login(instance: Path) -> None:
 
 def test_failed_login_does_not_rewrap(instance: Path) -> None:
     cheap = create_app({**FAST, "KDF_LOG_N": 10}, instance_path=instance)
-    cheap.test_client().post("/api/register", json={"username": "alice", "password": PASSWORD})
+    assert AuthActions(cheap.test_client()).register("alice").status_code == 201
     before = _user_row(cheap, "alice")
     dearer = create_app({**FAST, "KDF_LOG_N": 12}, instance_path=instance)
     response = dearer.test_client().post("/api/login", json={"username": "alice",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,6 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 from flask import Flask
-from flask.testing import FlaskClient
 
 from securechat import ConfigError, create_app, crypto
 from securechat.lab.attacks import (
@@ -24,7 +24,7 @@ from securechat.lab.attacks import (
 )
 from securechat.lab.vulnerable import PUBLISHED_SECRET, create_tutorial_app, forge_session_cookie
 
-from .conftest import FAST, PASSWORD
+from .helpers import FAST, PASSWORD, AuthActions
 
 
 @pytest.fixture
@@ -39,23 +39,20 @@ def settings() -> dict[str, Any]:
     return {**FAST, "RATELIMIT_ENABLED": True}
 
 
-def user(app: Flask, name: str) -> tuple[FlaskClient, dict[str, str]]:
-    """A securechat user logged in on their own test client; with the CSRF header."""
-    http = app.test_client()
-    assert http.post("/api/register", json={"username": name,
-                                            "password": PASSWORD}).status_code == 201
-    login = http.post("/api/login", json={"username": name, "password": PASSWORD})
-    return http, {"X-CSRF-Token": login.get_json()["csrf_token"]}
+@pytest.fixture
+def user(make_auth: Callable[[], AuthActions]) -> Callable[[str], AuthActions]:
+    """A securechat user logged in on their own test client."""
+
+    def make(name: str) -> AuthActions:
+        auth = make_auth()
+        auth.signup(name)
+        return auth
+
+    return make
 
 
-def send(http: FlaskClient, csrf: dict[str, str], conv: str, text: str) -> None:
-    response = http.post(f"/api/conversations/{conv}/messages", json={"content": text},
-                         headers=csrf)
-    assert response.status_code == 201
-
-
-def new_conversation(http: FlaskClient, csrf: dict[str, str]) -> str:
-    return http.post("/api/conversations", json={}, headers=csrf).get_json()["id"]
+def send(auth: AuthActions, conv: str, text: str) -> None:
+    assert auth.send(conv, text).status_code == 201
 
 
 # --- 1. a forged session cookie ------------------------------------------------------------
@@ -73,10 +70,10 @@ def test_securechat_refuses_the_published_key(instance: Path) -> None:
         create_app({**FAST, "SECRET_KEY": PUBLISHED_SECRET}, instance_path=instance)
 
 
-def test_securechat_refuses_forged_cookies(app: Flask) -> None:
-    alice, _ = user(app, "alice")
+def test_securechat_refuses_forged_cookies(app: Flask, user: Callable[[str], AuthActions]) -> None:
+    alice = user("alice")
     name = session_cookie_name(app)
-    real = alice.get_cookie(name)
+    real = alice.http.get_cookie(name)
     assert real is not None
     with closing(sqlite3.connect(app.config["DATABASE"])) as db:
         (digest,) = db.execute("SELECT token_hash FROM sessions").fetchone()
@@ -116,9 +113,9 @@ def test_tutorial_logs_anyone_in_without_a_password(tutorial: Flask) -> None:
     ({"username": "alice", "password": "a guess!"}, 401, "invalid_credentials"),
     ({"username": "nobody", "password": PASSWORD}, 401, "invalid_credentials"),
 ])
-def test_securechat_needs_the_password(app: Flask, body: dict[str, Any], status: int,
-                                       code: str) -> None:
-    user(app, "alice")
+def test_securechat_needs_the_password(app: Flask, user: Callable[[str], AuthActions],
+                                       body: dict[str, Any], status: int, code: str) -> None:
+    user("alice")
     attacker = app.test_client()
     response = attacker.post("/api/login", json=body)
     assert (response.status_code, response.get_json()["error"]["code"]) == (status, code)
@@ -142,10 +139,10 @@ def test_tutorial_page_would_run_the_payload(tutorial: Flask) -> None:
     assert any("innerHTML" in f for f in findings)
 
 
-def test_securechat_keeps_the_payload_text(app: Flask) -> None:
-    http, csrf = user(app, "mallory")
-    conv = new_conversation(http, csrf)
-    send(http, csrf, conv, XSS_PAYLOAD)
+def test_securechat_keeps_the_payload_text(user: Callable[[str], AuthActions]) -> None:
+    mallory = user("mallory")
+    http, conv = mallory.http, mallory.new_conversation()["id"]
+    send(mallory, conv, XSS_PAYLOAD)
     response = http.get(f"/api/conversations/{conv}/messages")
     assert response.get_json()["messages"][0]["content"] == XSS_PAYLOAD  # data, not markup
     assert response.mimetype == "application/json"
@@ -182,30 +179,32 @@ def assert_integrity_error(response: Any, plaintext: str) -> None:
     assert plaintext not in response.get_data(as_text=True)
 
 
-def test_securechat_refuses_a_ciphertext_moved_within_a_conversation(app: Flask) -> None:
-    http, csrf = user(app, "alice")
-    conv = new_conversation(http, csrf)
-    send(http, csrf, conv, "transfer 10 coins to bob")  # positions 0 (user) and 1 (reply)
-    send(http, csrf, conv, "cancel the transfer")  # positions 2 and 3
+def test_securechat_refuses_a_ciphertext_moved_within_a_conversation(
+        app: Flask, user: Callable[[str], AuthActions]) -> None:
+    alice = user("alice")
+    http, conv = alice.http, alice.new_conversation()["id"]
+    send(alice, conv, "transfer 10 coins to bob")  # positions 0 (user) and 1 (reply)
+    send(alice, conv, "cancel the transfer")  # positions 2 and 3
     assert http.get(f"/api/conversations/{conv}/messages").status_code == 200
     copy_ciphertext(app.config["DATABASE"], (conv, 0), (conv, 2))
     assert_integrity_error(http.get(f"/api/conversations/{conv}/messages"), "transfer")
 
 
-def test_securechat_refuses_a_ciphertext_moved_to_another_user(app: Flask) -> None:
-    alice, alice_csrf = user(app, "alice")
-    bob, bob_csrf = user(app, "bob")
-    alice_conv, bob_conv = new_conversation(alice, alice_csrf), new_conversation(bob, bob_csrf)
-    send(alice, alice_csrf, alice_conv, "alice's secret")
-    send(bob, bob_csrf, bob_conv, "hello")
+def test_securechat_refuses_a_ciphertext_moved_to_another_user(
+        app: Flask, user: Callable[[str], AuthActions]) -> None:
+    alice, bob = user("alice"), user("bob")
+    alice_conv, bob_conv = alice.new_conversation()["id"], bob.new_conversation()["id"]
+    send(alice, alice_conv, "alice's secret")
+    send(bob, bob_conv, "hello")
     copy_ciphertext(app.config["DATABASE"], (alice_conv, 0), (bob_conv, 0))
-    assert_integrity_error(bob.get(f"/api/conversations/{bob_conv}/messages"), "secret")
+    assert_integrity_error(bob.http.get(f"/api/conversations/{bob_conv}/messages"), "secret")
 
 
-def test_copy_ciphertext_needs_both_records(app: Flask) -> None:
-    http, csrf = user(app, "alice")
-    conv = new_conversation(http, csrf)
-    send(http, csrf, conv, "hi")
+def test_copy_ciphertext_needs_both_records(app: Flask,
+                                            user: Callable[[str], AuthActions]) -> None:
+    alice = user("alice")
+    conv = alice.new_conversation()["id"]
+    send(alice, conv, "hi")
     with pytest.raises(LookupError):
         copy_ciphertext(app.config["DATABASE"], (conv, 7), (conv, 0))
     with pytest.raises(LookupError):
@@ -221,8 +220,9 @@ def test_tutorial_has_no_password_to_guess(tutorial: Flask) -> None:
         assert http.post("/login", json={"username": "alice"}).status_code == 200
 
 
-def test_securechat_stops_guessing_at_the_default_limit(app: Flask) -> None:
-    user(app, "alice")
+def test_securechat_stops_guessing_at_the_default_limit(
+        app: Flask, user: Callable[[str], AuthActions]) -> None:
+    user("alice")
     attacker = app.test_client()
     statuses = [attacker.post("/api/login", json={"username": "alice", "password": f"guess{i}!"})
                 .status_code for i in range(7)]

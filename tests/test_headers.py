@@ -15,7 +15,7 @@ from securechat import create_app
 from securechat.lab import attacks
 from securechat.server import CSP
 
-from .conftest import FAST, PASSWORD
+from .helpers import FAST, PASSWORD, AuthActions
 
 ALWAYS = {
     "Content-Security-Policy": CSP,
@@ -48,17 +48,11 @@ def app(settings: dict[str, Any], instance: Path) -> Flask:
     return app
 
 
-@pytest.fixture
-def http(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
 def log_in(http: FlaskClient) -> dict[str, str]:
     """Register (from its own address: registration is limited) and log in; the CSRF header."""
-    http.post("/api/register", json={"username": "alice", "password": PASSWORD},
-              environ_base={"REMOTE_ADDR": "10.0.0.9"})
-    login = http.post("/api/login", json={"username": "alice", "password": PASSWORD})
-    return {"X-CSRF-Token": login.get_json()["csrf_token"]}
+    auth = AuthActions(http)
+    auth.register(environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    return auth.login()
 
 
 @pytest.fixture

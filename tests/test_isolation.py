@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 import pytest
 from flask import Flask
 
-from securechat import ChatClient
-
-from .test_api import assert_error, csrf, raw
+from .helpers import AuthActions, assert_error
 
 
 @pytest.fixture
-def alice_conv(alice: ChatClient) -> str:
+def alice(auth: AuthActions) -> AuthActions:
+    """Alice, logged in on the test client (this module needs no live server)."""
+    auth.signup("alice")
+    return auth
+
+
+@pytest.fixture
+def bob(make_auth: Callable[[], AuthActions]) -> AuthActions:
+    """Bob, logged in on a test client of his own."""
+    bob = make_auth()
+    bob.signup("bob")
+    return bob
+
+
+@pytest.fixture
+def alice_conv(alice: AuthActions) -> str:
     conv = alice.new_conversation("alice private title")
-    alice.send(conv["id"], "alice private message")
+    assert alice.send(conv["id"], "alice private message").status_code == 201
     return conv["id"]
 
 
@@ -28,22 +42,24 @@ def alice_conv(alice: ChatClient) -> str:
     ],
 )
 def test_other_users_conversation_is_404_for_every_verb(
-    alice: ChatClient, bob: ChatClient, alice_conv: str, method: str, path: str, body: object
+    alice: AuthActions, bob: AuthActions, alice_conv: str, method: str, path: str, body: object
 ) -> None:
-    response = raw(bob, method, path.format(id=alice_conv), json=body, headers=csrf(bob))
+    response = bob.http.open(path.format(id=alice_conv), method=method, json=body,
+                             headers=bob.csrf)
     assert_error(response, 404, "not_found")
     # Same answer as for an id that does not exist at all.
-    missing = raw(bob, method, path.format(id="0" * 32), json=body, headers=csrf(bob))
-    assert missing.json() == response.json()
+    missing = bob.http.open(path.format(id="0" * 32), method=method, json=body,
+                            headers=bob.csrf)
+    assert missing.get_json() == response.get_json()
     # And alice's conversation is untouched.
-    assert [m["content"] for m in alice.history(alice_conv)] == [
+    assert alice.history(alice_conv) == [
         "alice private message",
         "Echo: alice private message",
     ]
 
 
 def test_conversation_lists_are_per_user(
-    alice: ChatClient, bob: ChatClient, alice_conv: str
+    alice: AuthActions, bob: AuthActions, alice_conv: str
 ) -> None:
     bob.new_conversation("bob's")
     assert [c["title"] for c in bob.conversations()] == ["bob's"]
@@ -51,10 +67,10 @@ def test_conversation_lists_are_per_user(
 
 
 def test_ciphertext_copied_to_another_user_does_not_open(
-    app: Flask, alice: ChatClient, bob: ChatClient, alice_conv: str
+    app: Flask, alice: AuthActions, bob: AuthActions, alice_conv: str
 ) -> None:
     bob_conv = bob.new_conversation("bob")
-    bob.send(bob_conv["id"], "bob message")
+    assert bob.send(bob_conv["id"], "bob message").status_code == 201
     with sqlite3.connect(app.config["DATABASE"]) as db:
         stolen = db.execute(
             "SELECT content FROM messages WHERE conversation_id = ? AND position = 0", (alice_conv,)
@@ -63,13 +79,13 @@ def test_ciphertext_copied_to_another_user_does_not_open(
             "UPDATE messages SET content = ? WHERE conversation_id = ? AND position = 0",
             (stolen, bob_conv["id"]),
         )
-    response = raw(bob, "GET", f"/api/conversations/{bob_conv['id']}/messages")
+    response = bob.http.get(f"/api/conversations/{bob_conv['id']}/messages")
     assert_error(response, 500, "integrity_error")
     assert "alice private message" not in response.text
 
 
 def test_ciphertext_moved_within_a_conversation_does_not_open(
-    app: Flask, alice: ChatClient, alice_conv: str
+    app: Flask, alice: AuthActions, alice_conv: str
 ) -> None:
     # Swap the user's message and the reply: positions and roles are in the AD.
     with sqlite3.connect(app.config["DATABASE"]) as db:
@@ -83,12 +99,12 @@ def test_ciphertext_moved_within_a_conversation_does_not_open(
             (rows[1], alice_conv),
         )
     assert_error(
-        raw(alice, "GET", f"/api/conversations/{alice_conv}/messages"), 500, "integrity_error"
+        alice.http.get(f"/api/conversations/{alice_conv}/messages"), 500, "integrity_error"
     )
 
 
 def test_title_moved_to_another_conversation_does_not_open(
-    app: Flask, alice: ChatClient, alice_conv: str
+    app: Flask, alice: AuthActions, alice_conv: str
 ) -> None:
     other = alice.new_conversation("other")
     with sqlite3.connect(app.config["DATABASE"]) as db:
@@ -96,4 +112,4 @@ def test_title_moved_to_another_conversation_does_not_open(
             "SELECT title FROM conversations WHERE id = ?", (alice_conv,)
         ).fetchone()[0]
         db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, other["id"]))
-    assert_error(raw(alice, "GET", "/api/conversations"), 500, "integrity_error")
+    assert_error(alice.http.get("/api/conversations"), 500, "integrity_error")

@@ -11,7 +11,7 @@ import requests
 from securechat import ApiError, BackgroundServer, ChatClient, create_app
 from securechat.lab.attacks import session_cookie_name
 
-from .conftest import FAST
+from .helpers import FAST
 
 MARKER = "zebra-7Q-private-marker"
 TITLE = "title-9X-private-marker"

@@ -22,7 +22,7 @@ from securechat import (
 )
 from securechat.settings import Settings
 
-from .conftest import FAST, PASSWORD
+from .helpers import FAST, PASSWORD
 
 WRONG = "not the password"
 LIMITED = {
@@ -40,12 +40,6 @@ LIMITED = {
 def settings() -> dict[str, Any]:
     """Rate limiting on, with small limits (the tests' FAST settings turn it off)."""
     return dict(LIMITED)
-
-
-@pytest.fixture
-def http(app: Flask) -> FlaskClient:
-    """A test client of the app."""
-    return app.test_client()
 
 
 def from_addr(addr: str) -> dict[str, Any]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import selectors
 import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -60,6 +62,26 @@ def test_stop_after_requests_in_flight_keeps_no_thread(app: Flask) -> None:
     assert set(threading.enumerate()) <= before
 
 
+def test_the_serving_loop_waits_without_a_timeout(app: Flask,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """No polling: the loop wakes for a connection or for stop(), so stop() is prompt."""
+    calls: list[tuple[str, float | None]] = []
+
+    class Recording(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+        def select(self, timeout: float | None = None) -> Any:
+            calls.append((threading.current_thread().name, timeout))
+            return super().select(timeout)
+
+    monkeypatch.setattr(selectors, "DefaultSelector", Recording)
+    before = set(threading.enumerate())
+    with BackgroundServer(app) as server, ChatClient(server.url) as client:
+        assert client.health() and client.health()
+        loop = f"securechat-server-{server.port}"  # the serving thread (not a request's)
+    assert set(threading.enumerate()) <= before
+    timeouts = [timeout for name, timeout in calls if name == loop]
+    assert len(timeouts) >= 3 and set(timeouts) == {None}  # two requests, then the wake-up
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.com"])  # noqa: S104
 def test_only_loopback(app: Flask, host: str) -> None:
     with pytest.raises(SecureChatError, match="loopback"):
@@ -82,6 +104,7 @@ def test_url_before_start_is_an_error(app: Flask) -> None:
 _LEFT_RUNNING = """
 import gc, json, shutil, sys, tempfile, threading
 from pathlib import Path
+from typing import Any
 
 from securechat import BackgroundServer, ChatClient, create_app
 

@@ -2,52 +2,52 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from flask import Flask
+from flask.testing import FlaskClient
 
-from securechat import BackgroundServer, ChatClient, create_app, crypto
+from securechat import ChatClient, create_app, crypto
 from securechat.lab.vulnerable import PUBLISHED_SECRET, forge_session_cookie
 
-from .conftest import FAST, PASSWORD
-from .test_api import assert_error, csrf, raw
-
-COOKIE = "securechat_session"
+from .helpers import COOKIE, FAST, PASSWORD, AuthActions, assert_error
 
 
-def set_cookie_header(client: ChatClient, username: str) -> str:
-    response = raw(client, "POST", "/api/login", json={"username": username, "password": PASSWORD})
+def cookie_parts(header: str) -> list[str]:
+    return [p.strip().lower() for p in header.split(";")]
+
+
+def test_cookie_flags_on_plain_http(http: FlaskClient, auth: AuthActions) -> None:
+    auth.register("gina")
+    response = http.post("/api/login", json={"username": "gina", "password": PASSWORD})
     assert response.status_code == 200
-    return response.headers["Set-Cookie"]
-
-
-def test_cookie_flags_on_plain_http(client: ChatClient) -> None:
-    client.register("gina", PASSWORD)
-    header = set_cookie_header(client, "gina")
-    parts = [p.strip().lower() for p in header.split(";")]
+    parts = cookie_parts(response.headers["Set-Cookie"])
     assert parts[0].startswith(COOKIE + "=")
     assert "httponly" in parts and "samesite=lax" in parts and "path=/" in parts
     assert "secure" not in parts  # plain http on 127.0.0.1 must keep working
 
 
-def test_cookie_flags_with_https(instance: Path) -> None:
-    app = create_app({**FAST, "HTTPS": True}, instance_path=instance)
-    web = app.test_client()
-    web.post("/api/register", json={"username": "hana", "password": PASSWORD})
-    response = web.post(
+@pytest.fixture
+def https(settings: dict[str, Any]) -> None:
+    settings["HTTPS"] = True
+
+
+def test_cookie_flags_with_https(https: None, http: FlaskClient, auth: AuthActions) -> None:
+    auth.register("hana")
+    response = http.post(
         "/api/login", json={"username": "hana", "password": PASSWORD}, base_url="https://localhost"
     )
     header = response.headers["Set-Cookie"]
-    parts = [p.strip().lower() for p in header.split(";")]
+    parts = cookie_parts(header)
     assert header.startswith("__Host-securechat=")
     assert {"secure", "httponly", "samesite=lax", "path=/"} <= set(parts)
     assert not any(p.startswith("domain=") for p in parts)  # __Host- forbids Domain
     assert "Strict-Transport-Security" in response.headers
-    session = web.get("/api/session", base_url="https://localhost")
+    session = http.get("/api/session", base_url="https://localhost")
     assert session.status_code == 200 and session.json["username"] == "hana"
 
 
@@ -63,58 +63,63 @@ STATE_CHANGES = [
 @pytest.mark.parametrize("method,path,body", STATE_CHANGES)
 @pytest.mark.parametrize("token", [None, "", "wrong", "x" * 43])
 def test_state_change_without_valid_csrf_is_403(
-    alice: ChatClient, method: str, path: str, body: Any, token: str | None
+    http: FlaskClient, auth: AuthActions, method: str, path: str, body: Any, token: str | None
 ) -> None:
-    conv = alice.new_conversation("kept")
+    auth.signup()
+    conv = auth.new_conversation("kept")
     headers = {} if token is None else {"X-CSRF-Token": token}
-    response = raw(alice, method, path.format(id=conv["id"]), json=body, headers=headers)
+    response = http.open(path.format(id=conv["id"]), method=method, json=body, headers=headers)
     assert_error(response, 403, "csrf_failed")
     # Nothing changed: the conversation and the session are still there, untouched.
-    assert [c["id"] for c in alice.conversations()] == [conv["id"]]
-    assert alice.history(conv["id"]) == []
+    assert [c["id"] for c in auth.conversations()] == [conv["id"]]
+    assert auth.history(conv["id"]) == []
 
 
-def test_csrf_token_of_another_session_is_refused(alice: ChatClient, bob: ChatClient) -> None:
-    response = raw(alice, "POST", "/api/conversations", json={}, headers=csrf(bob))
+def test_csrf_token_of_another_session_is_refused(
+    http: FlaskClient, auth: AuthActions, make_auth: Callable[[], AuthActions]
+) -> None:
+    auth.signup("alice")
+    bob = make_auth()
+    response = http.post("/api/conversations", json={}, headers=bob.signup("bob"))
     assert_error(response, 403, "csrf_failed")
 
 
-def test_logout_revokes_replayed_cookie(
-    alice: ChatClient, make_client: Callable[[], ChatClient]
-) -> None:
-    cookie = alice.http.cookies.get(COOKIE)
-    thief = make_client()
-    thief.http.cookies.set(COOKIE, cookie)
-    assert raw(thief, "GET", "/api/session").status_code == 200  # the copy works while live
-    alice.logout()
-    assert_error(raw(thief, "GET", "/api/session"), 401)
-    assert_error(raw(thief, "GET", "/api/conversations"), 401)
+def test_logout_revokes_replayed_cookie(app: Flask, auth: AuthActions) -> None:
+    auth.signup("alice")
+    cookie = auth.http.get_cookie(COOKIE)
+    assert cookie is not None
+    thief = app.test_client()
+    thief.set_cookie(COOKIE, cookie.value)
+    assert thief.get("/api/session").status_code == 200  # the copy works while live
+    assert auth.logout().status_code == 204
+    assert_error(thief.get("/api/session"), 401)
+    assert_error(thief.get("/api/conversations"), 401)
 
 
-def test_login_revokes_the_earlier_session(make_client: Callable[[], ChatClient]) -> None:
-    c = make_client()
-    c.register("ivan", PASSWORD)
-    c.login("ivan", PASSWORD)
-    first = c.http.cookies.get(COOKIE)
-    c.login("ivan", PASSWORD)
-    second = c.http.cookies.get(COOKIE)
+def test_login_revokes_the_earlier_session(app: Flask, http: FlaskClient,
+                                           auth: AuthActions) -> None:
+    auth.signup("ivan")
+    first = http.get_cookie(COOKIE).value
+    auth.login("ivan")
+    second = http.get_cookie(COOKIE).value
     assert first != second
-    old = make_client()
-    old.http.cookies.set(COOKIE, first)
-    assert_error(raw(old, "GET", "/api/session"), 401)
-    assert raw(c, "GET", "/api/session").status_code == 200
+    old = app.test_client()
+    old.set_cookie(COOKIE, first)
+    assert_error(old.get("/api/session"), 401)
+    assert http.get("/api/session").status_code == 200
 
 
-def test_two_devices_have_independent_sessions(make_client: Callable[[], ChatClient]) -> None:
-    phone, laptop = make_client(), make_client()
-    phone.register("judy", PASSWORD)
-    phone.login("judy", PASSWORD)
-    laptop.login("judy", PASSWORD)
+def test_two_devices_have_independent_sessions(
+    make_auth: Callable[[], AuthActions]
+) -> None:
+    phone, laptop = make_auth(), make_auth()
+    phone.signup("judy")
+    laptop.login("judy")
     conv = phone.new_conversation("shared")
-    phone.send(conv["id"], "from phone")
-    assert [m["content"] for m in laptop.history(conv["id"])][0] == "from phone"
-    phone.logout()
-    assert laptop.session()["username"] == "judy"
+    assert phone.send(conv["id"], "from phone").status_code == 201
+    assert laptop.history(conv["id"])[0] == "from phone"
+    assert phone.logout().status_code == 204
+    assert laptop.http.get("/api/session").get_json()["username"] == "judy"
 
 
 class FakeClock:
@@ -134,25 +139,29 @@ def clock(settings: dict[str, Any]) -> FakeClock:
     return fake
 
 
-def test_idle_timeout_enforced(clock: FakeClock, alice: ChatClient) -> None:
+def test_idle_timeout_enforced(clock: FakeClock, http: FlaskClient, auth: AuthActions) -> None:
+    auth.signup("alice")
     clock.now += 90
-    assert alice.session()["username"] == "alice"  # activity resets the idle timer
+    # Activity resets the idle timer.
+    assert http.get("/api/session").get_json()["username"] == "alice"
     clock.now += 90
-    assert alice.conversations() == []
+    assert auth.conversations() == []
     clock.now += 101
-    assert_error(raw(alice, "GET", "/api/conversations"), 401, "session_expired")
+    assert_error(http.get("/api/conversations"), 401, "session_expired")
     # Expired means deleted: going back in time does not revive it.
     clock.now -= 101
-    assert_error(raw(alice, "GET", "/api/conversations"), 401, "unauthorized")
+    assert_error(http.get("/api/conversations"), 401, "unauthorized")
 
 
-def test_absolute_timeout_enforced_despite_activity(clock: FakeClock, alice: ChatClient) -> None:
+def test_absolute_timeout_enforced_despite_activity(clock: FakeClock, http: FlaskClient,
+                                                    auth: AuthActions) -> None:
+    auth.signup()
     for _ in range(10):
         clock.now += 90
-        assert alice.conversations() == []
+        assert auth.conversations() == []
     clock.now += 90  # 990 s of activity, then past 1000 s since login
     clock.now += 20
-    assert_error(raw(alice, "GET", "/api/conversations"), 401, "session_expired")
+    assert_error(http.get("/api/conversations"), 401, "session_expired")
 
 
 @pytest.fixture
@@ -160,61 +169,55 @@ def short_idle(settings: dict[str, Any]) -> None:
     settings["SESSION_IDLE_TIMEOUT"] = 1
 
 
-def test_real_idle_timeout_with_short_setting(
-    short_idle: None, make_user: Callable[..., ChatClient]
-) -> None:
+def test_real_idle_timeout_with_short_setting(short_idle: None, http: FlaskClient,
+                                              auth: AuthActions) -> None:
     import time
 
-    user = make_user()
-    assert user.conversations() == []
+    auth.signup()
+    assert auth.conversations() == []
     time.sleep(1.3)
-    assert_error(raw(user, "GET", "/api/conversations"), 401, "session_expired")
+    assert_error(http.get("/api/conversations"), 401, "session_expired")
 
 
-def test_cookie_forged_with_published_secret_is_rejected(
-    alice: ChatClient, make_client: Callable[[], ChatClient]
-) -> None:
+def test_cookie_forged_with_published_secret_is_rejected(app: Flask, auth: AuthActions) -> None:
+    auth.signup("alice")
     forged = forge_session_cookie(PUBLISHED_SECRET, {"user_id": "alice", "username": "alice"})
-    attacker = make_client()
+    attacker = app.test_client()
     for name in (COOKIE, "session", "__Host-securechat"):
-        attacker.http.cookies.set(name, forged)
-    assert_error(raw(attacker, "GET", "/api/session"), 401)
-    assert_error(raw(attacker, "GET", "/api/conversations"), 401)
+        attacker.set_cookie(name, forged)
+    assert_error(attacker.get("/api/session"), 401)
+    assert_error(attacker.get("/api/conversations"), 401)
 
 
-def test_cookie_with_tampered_signature_is_rejected(
-    alice: ChatClient, make_client: Callable[[], ChatClient]
-) -> None:
-    token, _, signature = alice.http.cookies.get(COOKIE).rpartition(".")
-    attacker = make_client()
+def test_cookie_with_tampered_signature_is_rejected(app: Flask, auth: AuthActions) -> None:
+    auth.signup("alice")
+    token, _, signature = auth.http.get_cookie(COOKIE).value.rpartition(".")
+    attacker = app.test_client()
     for bad in (token, token + ".AAAA", "x" + token[1:] + "." + signature):
-        attacker.http.cookies.set(COOKIE, bad)
-        assert_error(raw(attacker, "GET", "/api/session"), 401)
+        attacker.set_cookie(COOKIE, bad)
+        assert_error(attacker.get("/api/session"), 401)
 
 
-def test_database_and_secret_cannot_mint_a_session(
-    app: Flask, alice: ChatClient, server: BackgroundServer
-) -> None:
+def test_database_and_secret_cannot_mint_a_session(app: Flask, auth: AuthActions) -> None:
     """With the database and the server secret, an attacker still lacks a live token."""
-    import sqlite3
-
     from itsdangerous import Signer
 
+    auth.signup("alice")
     signer = Signer(app.config["SECRET_KEY"], salt="securechat.session-cookie")
     with sqlite3.connect(app.config["DATABASE"]) as db:
         hashes = [row[0] for row in db.execute("SELECT token_hash FROM sessions")]
     assert hashes
     for digest in hashes:
         for guess in (digest.hex(), crypto.new_token()):
-            cookie = signer.sign(guess).decode()
-            r = requests.get(server.url + "/api/session", cookies={COOKIE: cookie}, timeout=30)
-            assert_error(r, 401)
+            attacker = app.test_client()
+            attacker.set_cookie(COOKIE, signer.sign(guess).decode())
+            assert_error(attacker.get("/api/session"), 401)
 
 
 def test_unknown_user_and_wrong_password_do_the_same_kdf_work(
-    client: ChatClient, monkeypatch: pytest.MonkeyPatch
+    http: FlaskClient, auth: AuthActions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client.register("kate", PASSWORD)
+    assert auth.register("kate").status_code == 201
     calls: list[crypto.KdfParams] = []
     real = crypto.derive_kek
 
@@ -226,8 +229,7 @@ def test_unknown_user_and_wrong_password_do_the_same_kdf_work(
     for username, password in [("kate", "wrong password"), ("nobody", PASSWORD), ("x", PASSWORD)]:
         before = len(calls)
         assert_error(
-            raw(client, "POST", "/api/login", json={"username": username, "password": password}),
-            401,
+            http.post("/api/login", json={"username": username, "password": password}), 401
         )
         assert calls[before:] == [crypto.KdfParams(log_n=FAST["KDF_LOG_N"])]
 
@@ -241,6 +243,7 @@ def test_kdf_runs_are_capped(
     one_kdf_at_a_time: None, make_client: Callable[[], ChatClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A burst of logins never runs more KDFs at once than KDF_CONCURRENCY (memory bound)."""
+    # Live: each login runs on a server thread of its own, really at the same time.
     import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -269,9 +272,9 @@ def test_kdf_runs_are_capped(
 
 
 def test_sessions_expired_while_down_are_purged_at_start(
-    clock: FakeClock, app: Flask, alice: ChatClient, instance: Path
+    clock: FakeClock, app: Flask, auth: AuthActions, instance: Path
 ) -> None:
-    import sqlite3
+    auth.signup("alice")
 
     def rows() -> int:
         with sqlite3.connect(app.config["DATABASE"]) as db:

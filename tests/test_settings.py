@@ -15,7 +15,7 @@ from securechat import ConfigError, create_app, create_app_from_env
 from securechat.instance import PUBLISHED_SECRETS, load_or_create_secret
 from securechat.settings import Settings, load
 
-from .conftest import FAST
+from .helpers import FAST
 from .served import refused, serve_command, serve_env
 
 GOOD_SECRET = "k3Y-" + "abcdefghijklmnopqrstuvwxyz0123456789"

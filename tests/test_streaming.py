@@ -15,6 +15,7 @@ from securechat import ApiError, ChatClient, protocol, records, store
 from securechat.store.migrate import scripts, statements
 
 from .fake_backend import stream_events
+from .helpers import AuthActions, assert_error
 
 
 def messages_path(conv_id: str) -> str:
@@ -42,16 +43,13 @@ def test_echo_streams_deltas_then_done(alice: ChatClient) -> None:
     assert history[0]["content"] == "hello streaming world" and history[1] == done
 
 
-def test_json_stays_the_default(alice: ChatClient) -> None:
-    conv = alice.new_conversation()["id"]
+def test_json_stays_the_default(auth: AuthActions) -> None:
+    auth.signup()
+    conv = auth.new_conversation()["id"]
     for accept in ("application/json", "*/*", "application/json, text/event-stream;q=0.5"):
-        response = alice.http.post(
-            alice.base_url + messages_path(conv),
-            json={"content": "hi"},
-            headers={"X-CSRF-Token": alice.csrf_token, "Accept": accept},
-            timeout=30,
-        )
-        assert response.status_code == 201 and set(response.json()) == {"message", "reply"}
+        response = auth.http.post(messages_path(conv), json={"content": "hi"},
+                                  headers={**auth.csrf, "Accept": accept})
+        assert response.status_code == 201 and set(response.get_json()) == {"message", "reply"}
 
 
 def test_client_stream_yields_chunks_and_keeps_the_message(alice: ChatClient) -> None:
@@ -104,15 +102,15 @@ def test_stream_needs_session_csrf_and_ownership(
 # --- storage: the incomplete flag -------------------------------------------------------------
 
 
-def test_incomplete_flag_is_bound_to_the_ciphertext(alice: ChatClient, app: Flask) -> None:
-    conv = alice.new_conversation()["id"]
-    alice.send(conv, "hello")
+def test_incomplete_flag_is_bound_to_the_ciphertext(auth: AuthActions, app: Flask) -> None:
+    auth.signup()
+    conv = auth.new_conversation()["id"]
+    assert auth.send(conv, "hello").status_code == 201
     database = app.config["DATABASE"]
     with sqlite3.connect(database) as db:
         db.execute("UPDATE messages SET status = 'incomplete' WHERE role = 'assistant'")
-    with pytest.raises(ApiError) as raised:
-        alice.history(conv)  # flipping the flag breaks the record: it does not open
-    assert raised.value.code == "integrity_error"
+    # Flipping the flag breaks the record: it does not open.
+    assert_error(auth.http.get(messages_path(conv)), 500, "integrity_error")
 
 
 def test_migrating_a_version_1_database_keeps_its_messages(tmp_path: Path) -> None:

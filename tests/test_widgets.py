@@ -28,8 +28,8 @@ from securechat import (
     create_app,
 )
 from securechat.widgets import describe_error, message_html, render_markdown
-from tests.conftest import FAST, PASSWORD
 from tests.fake_backend import Flaky
+from tests.helpers import FAST, PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDGETS = ROOT / "securechat" / "widgets"
