@@ -19,8 +19,8 @@ from securechat import ApiError, BackgroundServer, ChatClient
 from securechat.backends import Turn
 from securechat.server.capacity import PerKey, Slots
 
-from .conftest import PASSWORD
 from .fake_backend import wait_for
+from .helpers import PASSWORD
 
 
 class Gate:

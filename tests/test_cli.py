@@ -12,7 +12,7 @@ import pytest
 
 from securechat import ChatClient
 
-from .conftest import PASSWORD
+from .helpers import PASSWORD
 from .served import Served, refused, serve_env
 
 

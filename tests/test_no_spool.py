@@ -21,7 +21,7 @@ from flask import Flask
 
 from securechat import ChatClient
 
-from .conftest import PASSWORD
+from .helpers import PASSWORD
 from .served import Served, serve_env
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),

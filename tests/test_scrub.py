@@ -19,8 +19,8 @@ from flask import Flask
 
 from securechat import ApiError, BackgroundServer, ChatClient, create_app
 
-from .conftest import FAST, PASSWORD
 from .fake_backend import wait_for
+from .helpers import FAST, PASSWORD
 from .served import Served, serve_env
 
 

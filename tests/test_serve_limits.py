@@ -25,7 +25,7 @@ import requests
 from securechat import ChatClient
 from securechat.testing import FakeOpenAI
 
-from .conftest import PASSWORD
+from .helpers import PASSWORD
 from .served import Served, read_line, serve_command, serve_env
 
 WRONG = "not the password"

@@ -18,7 +18,7 @@ import pytest
 
 from securechat import ConfigError, create_app, create_app_from_env
 
-from .conftest import FAST
+from .helpers import FAST
 from .served import refused, serve_command, serve_env
 
 
