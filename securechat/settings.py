@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from limits import parse_many
 
-from .crypto import OWASP_MIN_LOG_N, KdfParams
+from .crypto import OWASP_ARGON2_ITERATIONS, OWASP_ARGON2_MEMORY_KIB, OWASP_MIN_LOG_N, KdfParams
 from .errors import ConfigError
 from .instance import CONFIG_FILE
 
@@ -88,8 +88,12 @@ class Settings:
     MAX_CONNECTIONS_PER_ADDRESS: int = _s(32, lo=0, hi=100_000)  # 0: no cap
     MAX_CONTENT_LENGTH: int = _s(1024 * 1024, lo=64, hi=1024**3)
     MAX_MESSAGE_CHARS: int = _s(32768, lo=1, hi=1_000_000)
-    # The password KDF: scrypt N = 2**KDF_LOG_N (OWASP's minimum is 17; lower only for
-    # tests and demos), and how many runs at once, waiting, and for how long.
+    # The password KDF: Argon2id (OWASP's minimum: 19 MiB, 2 passes) or scrypt with
+    # N = 2**KDF_LOG_N (OWASP's minimum is 17); lower only for tests and demos. Then how
+    # many runs at once, how many may wait, and for how long.
+    KDF: str = _s("argon2id", choices=("argon2id", "scrypt"))
+    KDF_ARGON2_MEMORY_KIB: int = _s(19 * 1024, lo=8, hi=4 * 1024**2)
+    KDF_ARGON2_ITERATIONS: int = _s(2, lo=1, hi=64)
     KDF_LOG_N: int = _s(17, lo=10, hi=22)
     KDF_R: int = _s(8, lo=1, hi=64)
     KDF_P: int = _s(1, lo=1, hi=16)
@@ -102,16 +106,24 @@ class Settings:
 
     def weaknesses(self) -> list[str]:
         """What this configuration allows that a deployment should not (logged at start)."""
+        # Allowed: tests and demos need logins in milliseconds. Never for real use.
         found = []
-        if self.KDF_LOG_N < OWASP_MIN_LOG_N:
-            # Allowed: tests and demos need logins in milliseconds. Never for real use.
+        if self.KDF == "scrypt" and self.KDF_LOG_N < OWASP_MIN_LOG_N:
             found.append(f"KDF_LOG_N={self.KDF_LOG_N} is below OWASP's minimum "
                          f"({OWASP_MIN_LOG_N}): for tests and demos only")
+        if self.KDF == "argon2id" and (self.KDF_ARGON2_MEMORY_KIB < OWASP_ARGON2_MEMORY_KIB
+                                       or self.KDF_ARGON2_ITERATIONS < OWASP_ARGON2_ITERATIONS):
+            found.append(f"Argon2id with {self.KDF_ARGON2_MEMORY_KIB} KiB and "
+                         f"{self.KDF_ARGON2_ITERATIONS} passes is below OWASP's minimum "
+                         f"({OWASP_ARGON2_MEMORY_KIB} KiB, {OWASP_ARGON2_ITERATIONS} passes): "
+                         "for tests and demos only")
         return found
 
     def kdf_params(self) -> KdfParams:
-        """The password KDF's cost, as the crypto module takes it."""
-        return KdfParams(self.KDF_LOG_N, self.KDF_R, self.KDF_P)
+        """The password KDF and its cost, as the crypto module takes them."""
+        if self.KDF == "scrypt":
+            return KdfParams.scrypt(self.KDF_LOG_N, self.KDF_R, self.KDF_P)
+        return KdfParams.argon2id(self.KDF_ARGON2_MEMORY_KIB, self.KDF_ARGON2_ITERATIONS)
 
     def as_config(self) -> dict[str, Any]:
         """The settings as Flask config keys (the values themselves, not copies)."""

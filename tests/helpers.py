@@ -12,8 +12,8 @@ from werkzeug.test import TestResponse
 
 from securechat.protocol import CSRF_HEADER
 
-# Tests may lower the KDF cost (the default may not): scrypt N=2^10 keeps them fast.
-FAST = {"KDF_LOG_N": 10, "RATELIMIT_ENABLED": False}
+# Tests may lower the KDF cost (the default may not): Argon2id at 64 KiB, one pass.
+FAST = {"KDF_ARGON2_MEMORY_KIB": 64, "KDF_ARGON2_ITERATIONS": 1, "RATELIMIT_ENABLED": False}
 PASSWORD = "correct horse battery"
 COOKIE = "securechat_session"
 _names = itertools.count()

@@ -22,7 +22,8 @@ LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:(\d+))")
 def serve_env(**extra: str) -> dict[str, str]:
     """The test process's environment without SECURECHAT_*, plus cheap KDF and ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
-    env.update({"SECURECHAT_KDF_LOG_N": "10", "SECURECHAT_RATELIMIT_ENABLED": "false", **extra})
+    env.update({"SECURECHAT_KDF_ARGON2_MEMORY_KIB": "64", "SECURECHAT_KDF_ARGON2_ITERATIONS": "1",
+                "SECURECHAT_RATELIMIT_ENABLED": "false", **extra})
     return env
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -104,33 +106,59 @@ def test_property_round_trip(plaintext: bytes, user: str, position: int) -> None
     assert crypto.open_(key, crypto.seal(key, plaintext, ad), ad) == plaintext
 
 
-def test_kdf_is_deterministic_and_salted() -> None:
-    low = crypto.KdfParams(log_n=10)
+LOW_COSTS = [crypto.KdfParams.scrypt(10), crypto.KdfParams.argon2id(64, 1)]
+
+
+@pytest.mark.parametrize("low", LOW_COSTS, ids=["scrypt", "argon2id"])
+def test_kdf_is_deterministic_and_salted(low: crypto.KdfParams) -> None:
     a = crypto.derive_kek("correct horse", b"salt-1" * 3, low)
     assert a == crypto.derive_kek("correct horse", b"salt-1" * 3, low)
     assert a != crypto.derive_kek("correct horse", b"salt-2" * 3, low)
     assert a != crypto.derive_kek("correct horsf", b"salt-1" * 3, low)
     assert len(a) == 32
+    other = LOW_COSTS[1 - LOW_COSTS.index(low)]
+    assert a != crypto.derive_kek("correct horse", b"salt-1" * 3, other)
 
 
-def test_kdf_default_is_owasp_minimum_or_above() -> None:
+def test_kdf_default_is_argon2id_at_owasp_minimum_or_above() -> None:
     params = crypto.KdfParams()
-    assert 2**params.log_n >= 2**17 and params.r >= 8 and params.p >= 1
+    assert params.name == "argon2id"
+    assert params.memory_kib >= 19 * 1024 and params.iterations >= 2 and params.lanes >= 1
+    scrypt = crypto.KdfParams.scrypt()
+    assert 2**scrypt.log_n >= 2**17 and scrypt.r >= 8 and scrypt.p >= 1
 
 
-def test_kdf_params_encode_round_trip() -> None:
-    params = crypto.KdfParams(18, 8, 2)
+@pytest.mark.parametrize("params", [crypto.KdfParams.scrypt(18, 8, 2),
+                                    crypto.KdfParams.argon2id(65536, 3, 2)])
+def test_kdf_params_encode_round_trip(params: crypto.KdfParams) -> None:
     assert crypto.KdfParams.decode(params.encode()) == params
-    assert crypto.KdfParams(16).weaker_than(crypto.KdfParams(17))
-    assert not crypto.KdfParams(17).weaker_than(crypto.KdfParams(17))
+
+
+def test_weaker_means_scrypt_or_a_lower_cost_never_a_downgrade() -> None:
+    scrypt, argon = crypto.KdfParams.scrypt, crypto.KdfParams.argon2id
+    assert scrypt(16).weaker_than(scrypt(17)) and not scrypt(17).weaker_than(scrypt(17))
+    assert argon(8192, 2).weaker_than(argon()) and argon(19456, 1).weaker_than(argon())
+    assert not argon().weaker_than(argon())
+    assert scrypt(22).weaker_than(argon())  # scrypt wraps move to Argon2id at login
+    assert not argon(64, 1).weaker_than(scrypt())  # and never back
+
+
+@pytest.mark.parametrize("text", ["argon2$1$2$3", "bcrypt$12", "scrypt$17$8", "argon2id$m=1"])
+def test_unknown_or_broken_kdf_strings_refused(text: str) -> None:
+    with pytest.raises((ValueError, KeyError)):
+        crypto.KdfParams.decode(text)
+
+
+@pytest.mark.parametrize("make", [lambda: crypto.KdfParams.scrypt(40),
+                                  lambda: crypto.KdfParams.argon2id(4, 1),
+                                  lambda: crypto.KdfParams("md5")])
+def test_unreasonable_kdf_costs_refused(make: Any) -> None:
     with pytest.raises(ValueError):
-        crypto.KdfParams.decode("argon2$1$2$3")
-    with pytest.raises(ValueError):
-        crypto.KdfParams(log_n=40)
+        make()
 
 
 def test_wrapped_data_key_opens_only_with_the_password() -> None:
-    params, salt, data_key = crypto.KdfParams(log_n=10), b"s" * 16, crypto.new_key()
+    params, salt, data_key = crypto.KdfParams.argon2id(64, 1), b"s" * 16, crypto.new_key()
     ad = records.record_ad("user-key", user="u1")
     wrapped = crypto.seal(crypto.derive_kek("right password", salt, params), data_key, ad)
     assert crypto.open_(crypto.derive_kek("right password", salt, params), wrapped, ad) == data_key

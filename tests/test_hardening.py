@@ -26,21 +26,20 @@ from .helpers import FAST, PASSWORD, AuthActions
 
 
 def test_default_kdf_cost_meets_owasp_minimum() -> None:
-    # OWASP password storage: scrypt N >= 2^17, r = 8, p = 1.
+    # OWASP password storage: Argon2id m >= 19 MiB, t >= 2, p = 1 (or scrypt N >= 2^17, r = 8).
     defaults = Settings()
-    assert defaults.KDF_LOG_N >= 17
-    assert defaults.KDF_R >= 8
-    assert defaults.KDF_P >= 1
-    assert crypto.KdfParams() == crypto.KdfParams(17, 8, 1)
+    assert defaults.KDF == "argon2id"
+    assert defaults.KDF_ARGON2_MEMORY_KIB >= 19 * 1024 and defaults.KDF_ARGON2_ITERATIONS >= 2
+    assert defaults.KDF_LOG_N >= 17 and defaults.KDF_R >= 8 and defaults.KDF_P >= 1
+    assert defaults.kdf_params() == crypto.KdfParams.argon2id(19456, 2, 1)
 
 
 def test_a_default_app_wraps_keys_at_the_owasp_cost(instance: Path) -> None:
     app = create_app({"RATELIMIT_ENABLED": False}, instance_path=instance)
-    assert (app.config["KDF_LOG_N"], app.config["KDF_R"], app.config["KDF_P"]) == (17, 8, 1)
     http = app.test_client()
     assert http.post("/api/register", json={"username": "olga",
                                             "password": PASSWORD}).status_code == 201
-    assert _kdf_column(app, "olga") == "scrypt$17$8$1"
+    assert _kdf_column(app, "olga") == "argon2id$m=19456,t=2,p=1"
 
 
 def _kdf_column(app: Flask, username: str) -> str:
@@ -60,8 +59,11 @@ def _login(app: Flask, username: str = "alice") -> AuthActions:
     return auth
 
 
+SCRYPT = {**FAST, "KDF": "scrypt"}
+
+
 def test_lower_cost_wrap_is_upgraded_at_next_login(instance: Path) -> None:
-    cheap = create_app({**FAST, "KDF_LOG_N": 10}, instance_path=instance)
+    cheap = create_app({**SCRYPT, "KDF_LOG_N": 10}, instance_path=instance)
     assert AuthActions(cheap.test_client()).register("alice").status_code == 201
     alice = _login(cheap)
     conv = alice.new_conversation("before")
@@ -70,7 +72,7 @@ def test_lower_cost_wrap_is_upgraded_at_next_login(instance: Path) -> None:
     assert old[0] == "scrypt$10$8$1"
 
     # The operator raises the cost; the same instance folder, so the same database.
-    dearer = create_app({**FAST, "KDF_LOG_N": 12}, instance_path=instance)
+    dearer = create_app({**SCRYPT, "KDF_LOG_N": 12}, instance_path=instance)
     alice = _login(dearer)
     new = _user_row(dearer, "alice")
     assert new[0] == "scrypt$12$8$1"
@@ -88,19 +90,30 @@ def test_lower_cost_wrap_is_upgraded_at_next_login(instance: Path) -> None:
 
 
 def test_cost_is_never_lowered_at_login(instance: Path) -> None:
-    dear = create_app({**FAST, "KDF_LOG_N": 12}, instance_path=instance)
+    dear = create_app({**SCRYPT, "KDF_LOG_N": 12}, instance_path=instance)
     assert AuthActions(dear.test_client()).register("alice").status_code == 201
     before = _user_row(dear, "alice")
-    cheap = create_app({**FAST, "KDF_LOG_N": 10}, instance_path=instance)
+    cheap = create_app({**SCRYPT, "KDF_LOG_N": 10}, instance_path=instance)
     _login(cheap)
     assert _user_row(cheap, "alice") == before
 
 
+def test_scrypt_wraps_move_to_argon2id_at_the_next_login(instance: Path) -> None:
+    old = create_app({**SCRYPT, "KDF_LOG_N": 10}, instance_path=instance)
+    assert AuthActions(old.test_client()).register("alice").status_code == 201
+    assert _kdf_column(old, "alice") == "scrypt$10$8$1"
+    now = create_app(FAST, instance_path=instance)  # Argon2id, the default
+    alice = _login(now)
+    assert _kdf_column(now, "alice") == "argon2id$m=64,t=1,p=1"
+    assert alice.conversations() == []  # the same data key: nothing lost
+    _login(now)  # and the new wrap opens with the same password
+
+
 def test_failed_login_does_not_rewrap(instance: Path) -> None:
-    cheap = create_app({**FAST, "KDF_LOG_N": 10}, instance_path=instance)
+    cheap = create_app({**SCRYPT, "KDF_LOG_N": 10}, instance_path=instance)
     assert AuthActions(cheap.test_client()).register("alice").status_code == 201
     before = _user_row(cheap, "alice")
-    dearer = create_app({**FAST, "KDF_LOG_N": 12}, instance_path=instance)
+    dearer = create_app({**SCRYPT, "KDF_LOG_N": 12}, instance_path=instance)
     response = dearer.test_client().post("/api/login", json={"username": "alice",
                                                              "password": "wrong password"})
     assert response.status_code == 401

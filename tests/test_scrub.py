@@ -116,12 +116,12 @@ def test_an_expired_session_is_scrubbed_when_it_is_refused(settings: dict[str, A
 
 
 def test_a_kdf_upgrade_scrubs_the_old_password_wrap(instance: Path) -> None:
-    weak = create_app({**FAST, "KDF_LOG_N": 10}, instance_path=instance)
+    weak = create_app({**FAST, "KDF": "scrypt", "KDF_LOG_N": 10}, instance_path=instance)
     with BackgroundServer(weak) as server, ChatClient(server.url) as client:
         client.register("ada", PASSWORD)
     old = list(rows(weak.config["DATABASE"], "SELECT salt, wrapped_key FROM users")[0])
     del weak
-    stronger = create_app({**FAST, "KDF_LOG_N": 11}, instance_path=instance)
+    stronger = create_app({**FAST, "KDF": "scrypt", "KDF_LOG_N": 11}, instance_path=instance)
     with BackgroundServer(stronger) as server, ChatClient(server.url) as client:
         client.login("ada", PASSWORD)
         (kdf,) = rows(stronger.config["DATABASE"], "SELECT kdf FROM users")[0]

@@ -166,7 +166,7 @@ def test_stalled_backend_streams_cannot_take_every_thread(serving: list[Served],
 def test_a_storm_of_logins_cannot_starve_the_health_check(serving: list[Served],
                                                          instance: Path) -> None:
     # Real OWASP-cost scrypt (128 MiB, ~0.3 s): 16 accounts log in in a loop.
-    served = _start(serving, instance, SECURECHAT_KDF_LOG_N="17")
+    served = _start(serving, instance, SECURECHAT_KDF="scrypt", SECURECHAT_KDF_LOG_N="17")
     names = [f"storm{i}" for i in range(16)]
     for name in names:
         assert requests.post(served.url + "/api/register", timeout=120, json={

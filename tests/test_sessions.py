@@ -231,7 +231,8 @@ def test_unknown_user_and_wrong_password_do_the_same_kdf_work(
         assert_error(
             http.post("/api/login", json={"username": username, "password": password}), 401
         )
-        assert calls[before:] == [crypto.KdfParams(log_n=FAST["KDF_LOG_N"])]
+        assert calls[before:] == [crypto.KdfParams.argon2id(
+            FAST["KDF_ARGON2_MEMORY_KIB"], FAST["KDF_ARGON2_ITERATIONS"])]
 
 
 @pytest.fixture

@@ -248,7 +248,8 @@ def test_defaults_are_safe() -> None:
 
 
 def test_load_validates_without_an_app(tmp_path: Path) -> None:
-    settings = load(tmp_path, {"HISTORY_WINDOW": 3}, {"SECURECHAT_KDF_LOG_N": "12"})
+    settings = load(tmp_path, {"HISTORY_WINDOW": 3},
+                    {"SECURECHAT_KDF_LOG_N": "12", "SECURECHAT_KDF": "Scrypt"})
     assert (settings.HISTORY_WINDOW, settings.KDF_LOG_N) == (3, 12)
     assert settings.kdf_params().encode() == "scrypt$12$8$1"
 
