@@ -32,7 +32,30 @@ def _parser() -> argparse.ArgumentParser:
                        help="processes serving the port (share limits through Redis)")
     # How a supervisor hands its bound port to the workers it starts.
     serve.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    audit = sub.add_parser("audit", help="check the security logs (same settings as serve)")
+    audit.add_argument("action", choices=["verify"], help="verify every account's chain")
+    audit.add_argument("--instance", default=None,
+                       help="instance folder; or SECURECHAT_INSTANCE")
     return parser
+
+
+def audit_verify(instance: str | None) -> int:
+    """Verify every security-log chain: 0 when all hold, 1 when one does not, 2 if unusable."""
+    from .audit import verify
+    from .errors import ConfigError
+    from .server import create_app_from_env
+
+    try:
+        app = create_app_from_env(instance_path=instance)
+    except ConfigError as e:
+        print(f"securechat: cannot audit: {e}", file=sys.stderr)
+        return 2
+    accounts, events, problems = verify(app)
+    for problem in problems:
+        print(f"securechat audit: {problem}")
+    print(f"securechat audit: {accounts} accounts, {events} events, "
+          f"{len(problems)} problem{'s' if len(problems) != 1 else ''}", flush=True)
+    return 1 if problems else 0
 
 
 def serve(host: str, port: int, instance: str | None, workers: int = 1,
@@ -161,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args.host, args.port, args.instance, args.workers, args.listen_fd)
+    if args.command == "audit":
+        return audit_verify(args.instance)
     return 2  # pragma: no cover - argparse already refused
 
 

@@ -30,6 +30,21 @@ def session_key_ad(user_id: str) -> bytes:
     return record_ad("session-key", user=user_id)
 
 
+def recovery_key_ad(user_id: str) -> bytes:
+    """A user's data key wrapped under their recovery code's key."""
+    return record_ad("recovery-key", user=user_id)
+
+
+def session_details_ad(user_id: str, session_id: str) -> bytes:
+    """What a session shows its owner: the browser and address it came from."""
+    return record_ad("session-details", user=user_id, session=session_id)
+
+
+def event_details_ad(user_id: str, seq: int) -> bytes:
+    """The details of one security-log event (the address of a login)."""
+    return record_ad("event-details", user=user_id, seq=seq)
+
+
 def title_ad(user_id: str, conversation_id: str) -> bytes:
     """A conversation's title."""
     return record_ad("title", user=user_id, conversation=conversation_id)

@@ -70,6 +70,7 @@ class Settings:
     # Rate limits (Flask-Limiter strings) and where they count.
     LOGIN_RATE_LIMIT: str = _s("5 per minute;100 per hour", kind="limit")
     LOGIN_SUCCESS_RATE_LIMIT: str = _s("60 per hour", kind="limit")
+    RECOVERY_RATE_LIMIT: str = _s("5 per hour;20 per day", kind="limit")
     REGISTER_RATE_LIMIT: str = _s("20 per hour", kind="limit")
     CHAT_RATE_LIMIT: str = _s("30 per minute", kind="limit")
     CREATE_RATE_LIMIT: str = _s("60 per minute;1000 per day", kind="limit")

@@ -10,7 +10,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from securechat import ApiError, ChatClient
+from securechat import ApiError, ChatClient, recovery
 
 from .helpers import COOKIE, PASSWORD, AuthActions, assert_error, unique_name
 
@@ -33,7 +33,10 @@ def test_health(http: FlaskClient) -> None:
 
 def test_register_created(auth: AuthActions) -> None:
     response = auth.register("Carol.x-1")
-    assert response.status_code == 201 and response.get_json() == {"username": "Carol.x-1"}
+    body = response.get_json()
+    assert response.status_code == 201 and set(body) == {"username", "recovery_code"}
+    assert body["username"] == "Carol.x-1"
+    recovery.parse_code(body["recovery_code"])  # a well-formed code, shown once
 
 
 def test_register_taken_ignoring_case(auth: AuthActions) -> None:

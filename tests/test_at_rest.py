@@ -99,4 +99,6 @@ def test_database_stores_only_ciphertext_blobs(app: Flask, auth: AuthActions) ->
         for (title,) in db.execute("SELECT title FROM conversations"):
             assert isinstance(title, bytes) and b"title" not in title
         columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
-        assert columns == {"token_hash", "user_id", "wrapped_key", "created_at", "last_seen"}
+        # The token only as a hash; the browser and address only sealed (in ``details``).
+        assert columns == {"token_hash", "user_id", "wrapped_key", "created_at", "last_seen",
+                           "id", "details"}

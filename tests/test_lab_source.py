@@ -55,8 +55,9 @@ def test_a_marker_narrows_to_the_block_it_opens() -> None:
     login = show_source(auth, start="def login(")
     assert login.lines[0] == '@bp.post("/login")'  # with its decorator
     assert login.lines[1].startswith("def login(") and login.lines[-1] == "    return response"
-    one = show_source(auth.register, start="wrapped = crypto.seal")
-    assert one.lines == ("    wrapped = crypto.seal(kek, data_key, records.user_key_ad(user_id))",)
+    one = show_source(auth.register, start="kdf, salt, wrapped =")
+    wrap = "    kdf, salt, wrapped = keys.wrap_password(user_id, password, data_key)"
+    assert one.lines == (wrap,)
     assert one.first_line == show_source(auth.register).first_line + \
         show_source(auth.register).lines.index(one.lines[0])
 

@@ -16,7 +16,7 @@ from .. import settings as settings_module
 from .. import store
 from ..backends import make_responder
 from ..errors import ConfigError
-from . import auth, capacity, chat, http, limits, maintenance, page
+from . import account, auth, capacity, chat, devices, http, limits, maintenance, page
 
 log = logging.getLogger("securechat.settings")
 
@@ -95,6 +95,8 @@ def _build(instance: Path, config: Mapping[str, Any] | None,
     maintenance.init_app(app)
     http.register_error_handlers(app)
     app.register_blueprint(auth.bp)
+    app.register_blueprint(account.bp)
+    app.register_blueprint(devices.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(page.bp)
     app.add_url_rule("/api/health", "health", _health)

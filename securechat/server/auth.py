@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from .. import crypto, offload, records, store
-from ..errors import DecryptionError
-from ..protocol import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
-from . import capacity, limits, sessions
+from .. import crypto, recovery, store
+from ..protocol import MAX_PASSWORD, USERNAME_RE
+from . import eventlog, keys, limits, sessions
 from .http import fail, json_body, optional_json_body, string_field
 
 bp = Blueprint("auth", __name__, url_prefix="/api")
-
-_SENTINEL_SALT = b"securechat-unknown-user-salt"
-
-
-def kdf_params() -> crypto.KdfParams:
-    """The configured KDF cost for new and upgraded password wraps."""
-    return current_app.extensions["securechat.settings"].kdf_params()
-
-
-def _derive(password: str, salt: bytes, params: crypto.KdfParams) -> bytes:
-    """Run the password KDF, at most ``KDF_CONCURRENCY`` at once (503 when none frees soon).
-
-    Each scrypt run holds 128 MiB: without a cap, a burst of logins multiplies that; and a
-    request waiting for a slot holds a worker, so the wait is short and the queue bounded.
-    """
-    with capacity.kdf_slot():
-        # Seconds of CPU: under `serve` (gevent) it runs in a worker thread, so every other
-        # request and stream goes on meanwhile.
-        return offload.blocking(crypto.derive_kek, password, salt, params)
 
 
 def _credentials() -> tuple[str, str]:
@@ -44,7 +23,7 @@ def _credentials() -> tuple[str, str]:
     return username, password
 
 
-def _named_in_body() -> object:
+def named_in_body() -> object:
     """The ``username`` a request body names, if it names one (for its rate-limit key)."""
     data = request.get_json(silent=True) if request.mimetype == "application/json" else None
     return data.get("username") if isinstance(data, dict) else None
@@ -52,61 +31,37 @@ def _named_in_body() -> object:
 
 @bp.post("/register")
 def register() -> tuple[Response, int]:
-    """Create an account whose data key is wrapped under the password-derived key."""
+    """Create an account: a random data key, wrapped by the password and a recovery code.
+
+    The recovery code is shown this once; the server keeps only its wrap of the key.
+    """
     username, password = _credentials()
     if not USERNAME_RE.fullmatch(username):
         fail(400, "invalid_username", "Usernames are 3-32 of A-Z a-z 0-9 _ . -")
-    if len(password) < MIN_PASSWORD:
-        fail(400, "invalid_password", f"Passwords are at least {MIN_PASSWORD} characters.")
-    user_id = uuid.uuid4().hex
-    params, salt, data_key = kdf_params(), os.urandom(16), crypto.new_key()
-    kek = _derive(password, salt, params)
-    wrapped = crypto.seal(kek, data_key, records.user_key_ad(user_id))
-    user = store.User(user_id, username, params.encode(), salt, wrapped)
+    keys.check_new_password(password)
+    user_id, data_key, code = uuid.uuid4().hex, crypto.new_key(), recovery.new_code()
+    kdf, salt, wrapped = keys.wrap_password(user_id, password, data_key)
+    recovery_salt, recovery_wrap = keys.wrap_recovery(user_id, data_key, code)
+    user = store.User(user_id, username, kdf, salt, wrapped, recovery_salt, recovery_wrap)
     try:
         store.create_user(store.get_db(), user, sessions.iso())
     except store.UsernameTaken:
         fail(409, "username_taken", "That username is taken.")
-    return jsonify(username=username), 201
-
-
-def _unlock(username: str, password: str) -> tuple[store.User, bytes] | None:
-    """Return the user and their data key, or None; the KDF runs either way."""
-    user = store.find_user(store.get_db(), username) if USERNAME_RE.fullmatch(username) else None
-    if user is None:
-        # Same work for an unknown user as for a wrong password: no timing oracle.
-        _derive(password, _SENTINEL_SALT, kdf_params())
-        return None
-    kek = _derive(password, user.salt, crypto.KdfParams.decode(user.kdf))
-    try:
-        return user, crypto.open_(kek, user.wrapped_key, records.user_key_ad(user.id))
-    except DecryptionError:
-        return None
-
-
-def _upgrade_kdf(user: store.User, password: str, data_key: bytes) -> bool:
-    """Re-wrap the data key when it was wrapped at a lower cost than configured."""
-    wanted = kdf_params()
-    if not crypto.KdfParams.decode(user.kdf).weaker_than(wanted):
-        return False
-    salt = os.urandom(16)
-    kek = _derive(password, salt, wanted)
-    wrapped = crypto.seal(kek, data_key, records.user_key_ad(user.id))
-    store.rewrap_user_key(store.get_db(), user.id, wanted.encode(), salt, wrapped)
-    return True
+    return jsonify(username=username, recovery_code=code), 201
 
 
 @bp.post("/login")
 def login() -> Response:
     """Check the password by unwrapping the data key, then start a fresh session."""
     # Counted before the body is even checked: malformed guesses cost a unit too.
-    with limits.login_attempt(_named_in_body()):
+    with limits.login_attempt(named_in_body()):
         username, password = _credentials()
-        unlocked = _unlock(username, password)
+        unlocked = keys.unlock(username, password)
         if unlocked is None:
+            _failed_login(username)
             fail(401, "invalid_credentials", "Wrong username or password.")
     user, data_key = unlocked
-    rewrapped = _upgrade_kdf(user, password, data_key)
+    rewrapped = keys.upgrade_kdf(user, password, data_key)
     db = store.get_db()
     earlier = sessions.presented_token()
     if earlier is not None:
@@ -118,11 +73,19 @@ def login() -> Response:
                                         t - cfg["SESSION_ABSOLUTE_TIMEOUT"])
     # A bounded number of live sessions per user: logging in in a loop cannot grow them.
     ended += store.keep_recent_sessions(db, user.id, int(cfg["MAX_SESSIONS_PER_USER"]))
+    eventlog.record("login", user.id, data_key, address=True)
     if rewrapped or earlier is not None or ended:
         store.scrub.now(db)  # the old wraps are gone from every file before the answer
     response = jsonify(username=user.username, csrf_token=csrf)
     sessions.set_cookie(response, cookie)
     return response
+
+
+def _failed_login(username: str) -> None:
+    """A wrong password for an account that exists goes into its security log."""
+    user = store.find_user(store.get_db(), username) if USERNAME_RE.fullmatch(username) else None
+    if user is not None:
+        eventlog.record("login_failed", user.id)
 
 
 @bp.get("/session")
@@ -139,6 +102,7 @@ def logout() -> Response:
     if sessions.load_session():
         sessions.check_csrf()
         store.delete_session(store.get_db(), g.token_digest)
+        eventlog.record("logout")
         store.scrub.now(store.get_db())  # nothing of the session left in any file
     response = Response(status=204)
     sessions.clear_cookie(response)

@@ -68,7 +68,9 @@ class LoginGuard:
     username is answered at a time. Every route that checks a password goes through here.
     """
 
-    def __init__(self, limiter: Limiter, failed: str, succeeded: str) -> None:
+    def __init__(self, limiter: Limiter, failed: str, succeeded: str,
+                 kind: str = "login") -> None:
+        self._kind = kind  # "login", or "recovery": budgets of their own
         self._strategy = FixedWindowRateLimiter(limiter.storage)
         self._failed, self._succeeded = parse_many(failed), parse_many(succeeded)
         self._busy: set[str] = set()
@@ -79,19 +81,19 @@ class LoginGuard:
         """Count one password check for ``address`` and ``username``; 429 when over budget."""
         with self._one_at_a_time(username):
             for limit in self._succeeded:
-                if not self._strategy.test(limit, "login-ok", username):
-                    _refuse(self._wait(limit, "login-ok", username))
+                if not self._strategy.test(limit, self._kind + "-ok", username):
+                    _refuse(self._wait(limit, self._kind + "-ok", username))
             taken: list[tuple[RateLimitItem, str, float]] = []
             for key in (address, username):
                 for limit in self._failed:
-                    ok = self._strategy.hit(limit, "login-failed", key)
+                    ok = self._strategy.hit(limit, self._kind + "-failed", key)
                     taken.append((limit, key, self._window(limit, key)))
                     if not ok:
                         self._give_back(taken)
                         # For the operator: which budget, never the name or the address.
                         log.info("login refused: %s of failed attempts per %s reached",
                                  limit, key.partition(":")[0])
-                        _refuse(self._wait(limit, "login-failed", key))
+                        _refuse(self._wait(limit, self._kind + "-failed", key))
             try:
                 yield
             except Abort as e:
@@ -100,7 +102,7 @@ class LoginGuard:
                 raise
             self._give_back(taken)
             for limit in self._succeeded:
-                self._strategy.hit(limit, "login-ok", username)
+                self._strategy.hit(limit, self._kind + "-ok", username)
 
     @contextlib.contextmanager
     def _one_at_a_time(self, username: str) -> Iterator[None]:
@@ -120,11 +122,11 @@ class LoginGuard:
             # Only into the window the unit came from: given back after it rolled over, it
             # would be a credit (a negative count) in the next one.
             if self._window(limit, key) == window:
-                self._strategy.hit(limit, "login-failed", key, cost=-1)
+                self._strategy.hit(limit, self._kind + "-failed", key, cost=-1)
 
     def _window(self, limit: RateLimitItem, key: str) -> float:
         """When the current window of ``limit`` for ``key`` ends (it names the window)."""
-        return self._strategy.get_window_stats(limit, "login-failed", key).reset_time
+        return self._strategy.get_window_stats(limit, self._kind + "-failed", key).reset_time
 
     def _wait(self, limit: RateLimitItem, *keys: str) -> int:
         reset = self._strategy.get_window_stats(limit, *keys).reset_time
@@ -138,7 +140,16 @@ def _refuse(wait: int) -> NoReturn:
 
 def login_attempt(username: object) -> contextlib.AbstractContextManager[None]:
     """Count a password check for this request's address and ``username`` (see LoginGuard)."""
-    guard: LoginGuard | None = current_app.extensions["securechat.login_guard"]
+    return _attempt("securechat.login_guard", username)
+
+
+def recovery_attempt(username: object) -> contextlib.AbstractContextManager[None]:
+    """Count a recovery-code check, in budgets of its own (``RECOVERY_RATE_LIMIT``)."""
+    return _attempt("securechat.recovery_guard", username)
+
+
+def _attempt(name: str, username: object) -> contextlib.AbstractContextManager[None]:
+    guard: LoginGuard | None = current_app.extensions[name]
     if guard is None:  # limits switched off (tests and demos)
         return contextlib.nullcontext()
     return guard.attempt(client_address(), _username_key(username))
@@ -161,9 +172,12 @@ def init_app(app: Flask) -> Limiter:
         raise ConfigError(f"RATELIMIT_STORAGE_URI cannot be used: {e}") from e
     app.extensions["securechat.limiter"] = limiter
     # A disabled limiter has no storage to count in.
+    enabled = limiter.enabled
     app.extensions["securechat.login_guard"] = LoginGuard(
-        limiter, cfg["LOGIN_RATE_LIMIT"], cfg["LOGIN_SUCCESS_RATE_LIMIT"]
-    ) if limiter.enabled else None
+        limiter, cfg["LOGIN_RATE_LIMIT"], cfg["LOGIN_SUCCESS_RATE_LIMIT"]) if enabled else None
+    app.extensions["securechat.recovery_guard"] = LoginGuard(
+        limiter, cfg["RECOVERY_RATE_LIMIT"], cfg["LOGIN_SUCCESS_RATE_LIMIT"],
+        "recovery") if enabled else None
     chat = limiter.shared_limit(cfg["CHAT_RATE_LIMIT"], scope="backend", key_func=session_user)
     rules: dict[str, list[Callable[[Callable[..., Any]], Callable[..., Any]]]] = {
         "auth.register": [limiter.limit(cfg["REGISTER_RATE_LIMIT"], key_func=client_address)],

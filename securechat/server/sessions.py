@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import hmac
+import json
+import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -19,7 +21,7 @@ from itsdangerous import BadSignature, Signer
 
 from .. import crypto, records, store
 from ..errors import DecryptionError
-from ..protocol import CSRF_HEADER
+from ..protocol import CSRF_HEADER, client_key
 from .http import fail
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -61,12 +63,35 @@ def presented_token() -> str | None:
 
 
 def start(user_id: str, data_key: bytes) -> tuple[str, str]:
-    """Store a new session for the user; return its cookie's value and its CSRF token."""
-    token, t = crypto.new_token(), now()
+    """Store a new session for the user; return its cookie's value and its CSRF token.
+
+    The session gets an opaque id for its owner's list, and the browser and address it
+    came from, sealed under the owner's data key.
+    """
+    token, t, session_id = crypto.new_token(), now(), secrets.token_hex(16)
     wrapped = crypto.seal(crypto.session_wrap_key(token), data_key,
                           records.session_key_ad(user_id))
-    store.create_session(store.get_db(), crypto.token_hash(token), user_id, wrapped, t)
+    seen = {"label": device_label(request.headers.get("User-Agent", "")),
+            "address": client_key(request.remote_addr)}
+    details = crypto.seal(data_key, json.dumps(seen).encode("utf-8"),
+                          records.session_details_ad(user_id, session_id))
+    store.create_session(store.get_db(), crypto.token_hash(token), user_id, wrapped, t,
+                         session_id, details)
     return cookie_signer().sign(token).decode("ascii"), crypto.csrf_token(token)
+
+
+_BROWSERS = (("Edg/", "Edge"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"),
+             ("Chromium/", "Chromium"), ("Safari/", "Safari"), ("python-requests/", "Python"))
+_SYSTEMS = (("Android", "Android"), ("iPhone", "iOS"), ("iPad", "iPadOS"),
+            ("Windows", "Windows"), ("Mac OS X", "macOS"), ("CrOS", "ChromeOS"),
+            ("Linux", "Linux"))
+
+
+def device_label(user_agent: str) -> str:
+    """"Firefox on Linux", from a User-Agent (enough to recognise one's own devices)."""
+    browser = next((name for mark, name in _BROWSERS if mark in user_agent), "A browser")
+    system = next((name for mark, name in _SYSTEMS if mark in user_agent), "")
+    return f"{browser} on {system}" if system else browser
 
 
 def set_cookie(response: Response, value: str) -> None:
@@ -109,7 +134,7 @@ def load_session() -> bool:
     if t - session.last_seen >= min(60.0, idle * 0.05):
         store.touch_session(db, digest, t)
     g.user_id, g.username, g.data_key = session.user_id, session.username, data_key
-    g.token_digest, g.csrf = digest, crypto.csrf_token(token)
+    g.token_digest, g.csrf, g.session_id = digest, crypto.csrf_token(token), session.id
     return True
 
 

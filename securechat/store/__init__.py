@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import scrub
+from . import accounts, events, scrub
 from .connection import Pool, connect, get_db, init_app
 from .migrate import SCHEMA_VERSION, migrate
 from .queries import (
@@ -22,6 +22,7 @@ from .queries import (
     find_user,
     get_conversation,
     get_session,
+    get_user,
     keep_recent_sessions,
     list_conversations,
     newest_messages,
@@ -35,7 +36,8 @@ __all__ = [
     "SCHEMA_VERSION", "Conversation", "ListCursor", "Message", "Pool", "Session", "User",
     "UsernameTaken", "append_message", "connect", "create_conversation", "create_session",
     "create_user", "delete_conversation", "delete_session", "delete_stale_sessions",
-    "find_user", "get_conversation", "get_db", "get_session", "init_app",
+    "accounts", "events", "find_user", "get_conversation", "get_db", "get_session",
+    "get_user", "init_app",
     "keep_recent_sessions", "list_conversations", "migrate", "newest_messages",
     "page_messages", "rewrap_user_key", "scrub", "touch_session", "transaction",
 ]

@@ -20,24 +20,41 @@ class UsernameTaken(Exception):
 
 @dataclass(frozen=True)
 class User:
-    """A stored account; the data key exists only wrapped."""
+    """A stored account; the data key exists only wrapped (by the password, the recovery code).
+
+    ``key_version`` grows with every re-wrap: a change made from a stale read is refused.
+    """
 
     id: str
     username: str
     kdf: str
     salt: bytes
     wrapped_key: bytes
+    recovery_salt: bytes | None = None
+    recovery_wrap: bytes | None = None
+    key_version: int = 0
+    retention_days: int | None = None
+
+
+_USER = ("SELECT id, username, kdf, salt, wrapped_key, recovery_salt, recovery_wrap,"
+         " key_version, retention_days FROM users")
 
 
 @dataclass(frozen=True)
 class Session:
-    """A stored session: the token's hash and the data key wrapped under the token."""
+    """A stored session: the token's hash and the data key wrapped under the token.
+
+    ``id`` names it to its owner (never the token or its hash); ``details`` (the browser
+    and the address it came from) are sealed under the owner's data key.
+    """
 
     user_id: str
     username: str
     wrapped_key: bytes
     created_at: float
     last_seen: float
+    id: str = ""
+    details: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +86,11 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
     A connection from :func:`securechat.store.connect` first waits for its process's
     other writers (its ``writers`` lock), so only other processes are waited for in SQLite.
+    Inside a transaction already, it joins that one (steps compose into one commit).
     """
+    if conn.in_transaction:
+        yield conn  # already inside one: it commits, or rolls back, as a whole
+        return
     with getattr(conn, "writers", None) or nullcontext():
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -86,10 +107,10 @@ def create_user(db: sqlite3.Connection, user: User, created_at: str) -> None:
     """Insert a user; raise UsernameTaken when the name exists ignoring case."""
     try:
         db.execute(
-            "INSERT INTO users (id, username, username_key, kdf, salt, wrapped_key, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, username, username_key, kdf, salt, wrapped_key,"
+            " recovery_salt, recovery_wrap, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (user.id, user.username, user.username.lower(), user.kdf, user.salt,
-             user.wrapped_key, created_at),
+             user.wrapped_key, user.recovery_salt, user.recovery_wrap, created_at),
         )
     except sqlite3.IntegrityError as e:
         # The unique index on username_key refused it: the name was already taken.
@@ -98,10 +119,14 @@ def create_user(db: sqlite3.Connection, user: User, created_at: str) -> None:
 
 def find_user(db: sqlite3.Connection, username: str) -> User | None:
     """Return the user with this name (ignoring case), or None."""
-    row = db.execute(
-        "SELECT id, username, kdf, salt, wrapped_key FROM users WHERE username_key = ?",
-        (username.lower(),),
-    ).fetchone()
+    row = db.execute(f"{_USER} WHERE username_key = ?",  # noqa: S608 - fixed text
+                     (username.lower(),)).fetchone()
+    return User(*row) if row else None
+
+
+def get_user(db: sqlite3.Connection, user_id: str) -> User | None:
+    """Return the user with this id, or None."""
+    row = db.execute(f"{_USER} WHERE id = ?", (user_id,)).fetchone()  # noqa: S608
     return User(*row) if row else None
 
 
@@ -115,20 +140,21 @@ def rewrap_user_key(db: sqlite3.Connection, user_id: str, kdf: str, salt: bytes,
 # --- sessions ----------------------------------------------------------------
 
 def create_session(db: sqlite3.Connection, token_hash: bytes, user_id: str,
-                   wrapped_key: bytes, now: float) -> None:
+                   wrapped_key: bytes, now: float, session_id: str,
+                   details: bytes | None = None) -> None:
     """Store a new session row (the token itself is never stored)."""
     db.execute(
-        "INSERT INTO sessions (token_hash, user_id, wrapped_key, created_at, last_seen)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (token_hash, user_id, wrapped_key, now, now),
+        "INSERT INTO sessions (token_hash, user_id, wrapped_key, created_at, last_seen, id,"
+        " details) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (token_hash, user_id, wrapped_key, now, now, session_id, details),
     )
 
 
 def get_session(db: sqlite3.Connection, token_hash: bytes) -> Session | None:
     """Return the session for this token hash, or None."""
     row = db.execute(
-        "SELECT s.user_id, u.username, s.wrapped_key, s.created_at, s.last_seen"
-        " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
+        "SELECT s.user_id, u.username, s.wrapped_key, s.created_at, s.last_seen, s.id,"
+        " s.details FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
         (token_hash,),
     ).fetchone()
     return Session(*row) if row else None
