@@ -47,7 +47,7 @@ def serve(host: str, port: int, instance: str | None, threads: int = 32) -> int:
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         # Inside the try: a signal right after this line must still stop cleanly.
-        bound_port = server.socket.getsockname()[1]
+        bound_port = server.getsockname()[1]  # numeric, as waitress itself shows it
         shown = f"[{host}]" if ":" in host else host
         print(f"securechat listening on http://{shown}:{bound_port} "
               f"(instance {app.instance_path})", flush=True)

@@ -26,8 +26,9 @@ from typing import Any
 
 from flask import Flask
 from waitress.channel import HTTPChannel
-from waitress.server import create_server
+from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
+from waitress.utilities import Error
 
 from ..errors import ConfigError
 
@@ -47,7 +48,7 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def make_server(app: Flask, host: str, port: int, threads: int) -> Any:
+def make_server(app: Flask, host: str, port: int, threads: int) -> BaseWSGIServer:
     """A waitress server for ``app`` with the settings above; raises ConfigError if unsafe."""
     cfg = app.config
     busy = int(cfg["MAX_STREAMS"]) + int(cfg["KDF_CONCURRENCY"]) + int(cfg["KDF_QUEUE"])
@@ -72,6 +73,14 @@ def make_server(app: Flask, host: str, port: int, threads: int) -> Any:
         # header is cleared (and the app ignores it anyway).
         clear_untrusted_proxy_headers=proxies == 0,
     )
+    if not isinstance(server, BaseWSGIServer):
+        # A host name with several addresses (``localhost`` on a dual-stack machine) gets
+        # one listening server per address; the channel class below would reach none of
+        # them (no per-address cap, no JSON errors), so refuse rather than serve without.
+        addresses = ", ".join(f"{a}:{p}" for a, p in server.effective_listen)
+        server.close()
+        raise ConfigError(f"--host {host} resolves to several addresses ({addresses}); "
+                          "give one address, such as 127.0.0.1")
     # Behind a proxy every client shares its address: the proxy must cap connections there.
     server.channel_class = _channel(0 if proxies else int(cfg["MAX_CONNECTIONS_PER_ADDRESS"]))
     return server
@@ -119,13 +128,17 @@ class _JSONErrorTask(ErrorTask):
     """waitress's own errors (413, 400, 431) as the contract's JSON, with the usual headers."""
 
     def execute(self) -> None:
-        error = self.request.error
+        # types-waitress declares Task.request as a utilities.Error; waitress hands an
+        # ErrorTask the request parser, whose ``error`` is the Error to answer.
+        error: Error = self.request.error  # type: ignore[attr-defined]
         slug = _SLUGS.get(error.code, "bad_request")
         body = json.dumps({"error": {"code": slug, "message": error.reason + "."}}).encode()
         self.status = f"{error.code} {error.reason}"
-        self.response_headers.extend([
+        # A new list rather than extend(): the stubs type the attribute as a Sequence.
+        self.response_headers = [
+            *self.response_headers,
             ("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff"),
-            ("Cache-Control", "no-store"), ("Content-Security-Policy", "default-src 'none'")])
+            ("Cache-Control", "no-store"), ("Content-Security-Policy", "default-src 'none'")]
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
