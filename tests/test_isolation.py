@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 
 import pytest
 from flask import Flask
@@ -55,7 +56,7 @@ def test_ciphertext_copied_to_another_user_does_not_open(
 ) -> None:
     bob_conv = bob.new_conversation("bob")
     bob.send(bob_conv["id"], "bob message")
-    with sqlite3.connect(app.config["DATABASE"]) as db:
+    with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
         stolen = db.execute(
             "SELECT content FROM messages WHERE conversation_id = ? AND position = 0", (alice_conv,)
         ).fetchone()[0]
@@ -72,7 +73,7 @@ def test_ciphertext_moved_within_a_conversation_does_not_open(
     app: Flask, alice: ChatClient, alice_conv: str
 ) -> None:
     # Swap the user's message and the reply: positions and roles are in the AD.
-    with sqlite3.connect(app.config["DATABASE"]) as db:
+    with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
         rows = dict(
             db.execute(
                 "SELECT position, content FROM messages WHERE conversation_id = ?", (alice_conv,)
@@ -91,7 +92,7 @@ def test_title_moved_to_another_conversation_does_not_open(
     app: Flask, alice: ChatClient, alice_conv: str
 ) -> None:
     other = alice.new_conversation("other")
-    with sqlite3.connect(app.config["DATABASE"]) as db:
+    with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
         title = db.execute(
             "SELECT title FROM conversations WHERE id = ?", (alice_conv,)
         ).fetchone()[0]

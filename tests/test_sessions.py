@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +202,7 @@ def test_database_and_secret_cannot_mint_a_session(
     from itsdangerous import Signer
 
     signer = Signer(app.config["SECRET_KEY"], salt="securechat.session-cookie")
-    with sqlite3.connect(app.config["DATABASE"]) as db:
+    with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
         hashes = [row[0] for row in db.execute("SELECT token_hash FROM sessions")]
     assert hashes
     for digest in hashes:
@@ -274,7 +275,7 @@ def test_sessions_expired_while_down_are_purged_at_start(
     import sqlite3
 
     def rows() -> int:
-        with sqlite3.connect(app.config["DATABASE"]) as db:
+        with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
             return db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
 
     assert rows() == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def test_incomplete_flag_is_bound_to_the_ciphertext(alice: ChatClient, app: Flas
     conv = alice.new_conversation()["id"]
     alice.send(conv, "hello")
     database = app.config["DATABASE"]
-    with sqlite3.connect(database) as db:
+    with closing(sqlite3.connect(database)) as db, db:
         db.execute("UPDATE messages SET status = 'incomplete' WHERE role = 'assistant'")
     with pytest.raises(ApiError) as raised:
         alice.history(conv)  # flipping the flag breaks the record: it does not open
