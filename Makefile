@@ -37,8 +37,8 @@ PY_JOBS ?= 3  # one per version: each run waits on servers more than it computes
 python_for = $(or $(lastword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1))),$\
 	$(shell python$(1) -c 'import sys; print(sys.executable)' 2>/dev/null))
 DEFAULT_VERSION = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-OTHER_VERSIONS = $(foreach v,$(filter-out $(DEFAULT_VERSION),$(SUPPORTED)),$\
-	$(if $(call python_for,$(v)),$(v)))
+OTHER_VERSIONS = $(strip $(foreach v,$(filter-out $(DEFAULT_VERSION),$(SUPPORTED)),$\
+	$(if $(call python_for,$(v)),$(v))))
 BROWSER_TESTS := tests/test_browser_web.py tests/test_browser_lab.py
 WHEEL_DIR := build/wheel
 
