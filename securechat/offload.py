@@ -29,5 +29,5 @@ def blocking(fn: Callable[..., T], *args: object) -> T:
     if cooperative():
         import gevent
 
-        return gevent.get_hub().threadpool.apply(fn, args)  # type: ignore[no-any-return]
+        return gevent.get_hub().threadpool.apply(fn, args)
     return fn(*args)

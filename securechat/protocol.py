@@ -83,7 +83,8 @@ def parse(chunks: Iterable[bytes], max_line: int = MAX_LINE) -> Iterator[Event]:
     line longer than ``max_line`` bytes.
     """
     buffer = b""
-    name, data = "", []
+    name = ""  # the event being read: its name and its data lines
+    data: list[str] = []
     for chunk in chunks:
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from contextlib import closing
 from pathlib import Path
 
 from flask import Flask
@@ -74,7 +75,7 @@ def test_deleted_conversation_leaves_no_ciphertext(app: Flask, auth: AuthActions
     sent = auth.send(conv["id"], "to be deleted").get_json()
     assert auth.http.delete(f"/api/conversations/{conv['id']}",
                             headers=auth.csrf).status_code == 204
-    with sqlite3.connect(app.config["DATABASE"]) as db:
+    with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
         assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0
         assert db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0] == 0
         assert (
@@ -91,7 +92,7 @@ def test_database_stores_only_ciphertext_blobs(app: Flask, auth: AuthActions) ->
     auth.signup()
     conv = auth.new_conversation("title")
     assert auth.send(conv["id"], "hello").status_code == 201
-    with sqlite3.connect(app.config["DATABASE"]) as db:
+    with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
         for (content,) in db.execute("SELECT content FROM messages"):

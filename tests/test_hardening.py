@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def _kdf_column(app: Flask, username: str) -> str:
 
 
 def _user_row(app: Flask, username: str) -> tuple[str, bytes, bytes]:
-    with sqlite3.connect(app.config["DATABASE"]) as db:
+    with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
         return db.execute("SELECT kdf, salt, wrapped_key FROM users WHERE username = ?",
                           (username,)).fetchone()
 
@@ -82,7 +83,7 @@ def test_lower_cost_wrap_is_upgraded_at_next_login(instance: Path) -> None:
     _login(dearer)
     stored = crypto.KdfParams.decode(new[0])
     kek = crypto.derive_kek(PASSWORD, new[1], stored)
-    with sqlite3.connect(dearer.config["DATABASE"]) as db:
+    with closing(sqlite3.connect(dearer.config["DATABASE"])) as db, db:
         user_id = db.execute("SELECT id FROM users WHERE username = 'alice'").fetchone()[0]
     crypto.open_(kek, new[2], records.record_ad("user-key", user=user_id))
     with pytest.raises(DecryptionError):

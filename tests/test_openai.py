@@ -7,6 +7,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -413,7 +414,7 @@ def test_stored_reply_is_encrypted_at_rest(alice: ChatClient, conv: str, app: Fl
     assert marker in reply["content"]
     assert any(marker in m["content"] for m in alice.history(conv) if m["role"] == "assistant")
     database = Path(app.config["DATABASE"])
-    with sqlite3.connect(database) as db:
+    with closing(sqlite3.connect(database)) as db, db:
         blobs = [row[0] for row in db.execute("SELECT content FROM messages")]
     assert blobs and all(isinstance(b, bytes) and marker.encode() not in b for b in blobs)
     for path in database.parent.glob(database.name + "*"):  # the WAL too

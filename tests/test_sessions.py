@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,7 @@ def test_database_and_secret_cannot_mint_a_session(app: Flask, auth: AuthActions
 
     auth.signup("alice")
     signer = Signer(app.config["SECRET_KEY"], salt="securechat.session-cookie")
-    with sqlite3.connect(app.config["DATABASE"]) as db:
+    with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
         hashes = [row[0] for row in db.execute("SELECT token_hash FROM sessions")]
     assert hashes
     for digest in hashes:
@@ -278,7 +279,7 @@ def test_sessions_expired_while_down_are_purged_at_start(
     auth.signup("alice")
 
     def rows() -> int:
-        with sqlite3.connect(app.config["DATABASE"]) as db:
+        with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
             return db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
 
     assert rows() == 1

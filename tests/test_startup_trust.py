@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ def test_owner_only_instance_starts(instance: Path) -> None:
 
 def test_serve_refuses_a_newer_schema_cleanly(instance: Path) -> None:
     _prepared(instance)
-    with sqlite3.connect(instance / "securechat.sqlite3") as db:
+    with closing(sqlite3.connect(instance / "securechat.sqlite3")) as db, db:
         db.execute("PRAGMA user_version = 999")
     db.close()
     proc = refused(instance, serve_env())

@@ -54,7 +54,9 @@ def test_pool_rolls_back_a_half_done_transaction(tmp_path: Path) -> None:
     conn.execute("INSERT INTO t VALUES (1)")
     pool.give(conn)
     assert not conn.in_transaction
-    assert pool.take().execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0
+    again = pool.take()
+    assert again.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0
+    pool.give(again)  # the pool closes only the connections it holds
     pool.close()
 
 

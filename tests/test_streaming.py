@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def test_incomplete_flag_is_bound_to_the_ciphertext(auth: AuthActions, app: Flas
     conv = auth.new_conversation()["id"]
     assert auth.send(conv, "hello").status_code == 201
     database = app.config["DATABASE"]
-    with sqlite3.connect(database) as db:
+    with closing(sqlite3.connect(database)) as db, db:
         db.execute("UPDATE messages SET status = 'incomplete' WHERE role = 'assistant'")
     # Flipping the flag breaks the record: it does not open.
     assert_error(auth.http.get(messages_path(conv)), 500, "integrity_error")

@@ -775,7 +775,7 @@ def test_without_jupyter_the_renderer_works_and_the_widget_says_what_is_missing(
                        "Cannot reach the server. Check the server, then try again."]
     for line, name in zip(out[3:], ["ChatBox", "ChatInput"], strict=True):
         assert line == (f"ImportError securechat.widgets.{name} needs ipywidgets and anywidget, "
-                        "which are not installed here (pip install ipywidgets anywidget)")
+                        "which are not installed here (pip install 'securechat[notebook]')")
 
 
 # --- the input's browser half: files next to its class, shipped in the wheel ---------------

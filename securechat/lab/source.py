@@ -114,7 +114,8 @@ def _locate(target: Any) -> tuple[str, int, list[str]]:
             raise ValueError(f"{target}: not a file of the repository (give a relative path)")
         lines = file.read_text(encoding="utf-8").splitlines(keepends=True)
         return file.relative_to(root).as_posix(), 1, lines
-    obj = inspect.unwrap(target.fget if isinstance(target, property) else target)
+    shown: Any = target.fget if isinstance(target, property) else target  # a getter, for a property
+    obj = inspect.unwrap(shown)
     file = Path(inspect.getsourcefile(obj) or inspect.getfile(obj)).resolve()
     lines, first_line = inspect.getsourcelines(obj)
     return _relative(obj, file), max(first_line, 1), lines

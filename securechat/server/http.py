@@ -27,6 +27,8 @@ _MESSAGES = {
 class Abort(HTTPException):
     """Ends a request with the contract's JSON error: a status, its code, a message, headers."""
 
+    description: str  # always the message given (HTTPException allows None)
+
     def __init__(self, status: int, code: str, message: str,
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(description=message)

@@ -23,7 +23,7 @@ _RECOVERY_INFO = b"securechat/v1/recovery"
 
 def kdf_params() -> crypto.KdfParams:
     """The configured KDF and cost, for new and upgraded password wraps."""
-    return current_app.extensions["securechat.settings"].kdf_params()  # type: ignore[no-any-return]
+    return current_app.extensions["securechat.settings"].kdf_params()
 
 
 def derive(password: str, salt: bytes, params: crypto.KdfParams) -> bytes:

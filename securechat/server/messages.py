@@ -37,7 +37,8 @@ def message_json(conv_id: str, msg: store.Message) -> dict[str, Any]:
 
 def shown(msg_id: str, role: str, content: str, created: str, status: str) -> dict[str, Any]:
     """A message as the API shows it; ``incomplete`` appears only on a reply cut short."""
-    message = {"id": msg_id, "role": role, "content": content, "created_at": created}
+    message: dict[str, Any] = {"id": msg_id, "role": role, "content": content,
+                               "created_at": created}
     if status == records.INCOMPLETE:
         message["incomplete"] = True
     return message

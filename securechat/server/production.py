@@ -27,13 +27,14 @@ import json
 import logging
 import resource
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from types import TracebackType
 from typing import Any
 
 import gevent
 from flask import Flask
 from gevent.pool import Pool
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import Input, WSGIHandler, WSGIServer
 
 from ..protocol import client_key
 
@@ -56,8 +57,11 @@ def json_error(status: str) -> bytes:
     return head.encode("latin-1") + body
 
 
-class _Drained:
+class _Drained(Input):
     """Stands in for a body left unread: nothing is discarded (the connection closes)."""
+
+    def __init__(self) -> None:
+        super().__init__(io.BufferedReader(io.BytesIO()), 0)
 
     def _discard(self) -> None:
         """Nothing to read."""
@@ -124,14 +128,17 @@ class Handler(WSGIHandler):
     def finalize_headers(self) -> None:
         """gevent's headers, and a ``Server`` that names no software version."""
         super().finalize_headers()
-        self.response_headers.append((b"Server", b"securechat"))
+        if self.response_headers is not None:  # always, once start_response has run
+            # gevent keeps the headers latin-1 encoded here (its stubs say str).
+            self.response_headers.append((b"Server", b"securechat"))  # type: ignore[arg-type]
 
     def log_request(self) -> None:
         """No access log."""
 
-    def handle_error(self, t: type[BaseException], v: BaseException, tb: Any) -> None:
+    def handle_error(self, t: type[BaseException] | None, v: BaseException | None,
+                     tb: TracebackType | None) -> None:
         """An app error is gevent's to report; a client that stopped reading is not one."""
-        if issubclass(t, TimeoutError):
+        if t is not None and issubclass(t, TimeoutError):
             log.info("a client read nothing for %.0f s: its connection was closed",
                      self.write_timeout)
             self.close_connection = True
@@ -187,21 +194,31 @@ class Server(WSGIServer):
 class _ErrorLog:
     """gevent's error output, into logging (one line, no traceback of client errors)."""
 
-    def write(self, text: str) -> None:
+    def write(self, text: str, /) -> None:
+        """One message of gevent's, as a warning."""
         if text.strip():
             log.warning("%s", text.strip())
 
     def flush(self) -> None:
         """Nothing is buffered."""
 
+    def writelines(self, lines: Iterable[str], /) -> None:
+        """Each line, as :meth:`write` does."""
+        for line in lines:
+            self.write(line)
+
 
 def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
     """A listening socket (bound before any worker starts, so the port is known)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(backlog)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 

@@ -35,7 +35,7 @@ def __getattr__(name: str) -> Any:
         if (e.name or "").partition(".")[0] not in _JUPYTER:
             raise
         raise ImportError(f"securechat.widgets.{name} needs ipywidgets and anywidget, which "
-                          "are not installed here (pip install ipywidgets anywidget)") from e
+                          "are not installed here (pip install 'securechat[notebook]')") from e
     value = getattr(module, name)
     globals()[name] = value  # looked up once
     return value

@@ -17,7 +17,7 @@ import traitlets
 _HERE = Path(__file__).parent
 
 
-class ChatInput(anywidget.AnyWidget):  # type: ignore[misc]
+class ChatInput(anywidget.AnyWidget):
     """A multi-line text box with a Send button: Enter sends, Shift+Enter starts a new line.
 
     ``value`` is what Python puts in the box (cleared after sending, given back after a
@@ -37,10 +37,11 @@ class ChatInput(anywidget.AnyWidget):  # type: ignore[misc]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(_key=uuid.uuid4().hex, **kwargs)
-        self._submit_handlers: list[Callable[[str], None]] = []
+        # What a handler returns is ignored (ChatBox.send returns the reply, for callers).
+        self._submit_handlers: list[Callable[[str], object]] = []
         self.on_msg(self._on_frontend_message)
 
-    def on_submit(self, handler: Callable[[str], None]) -> None:
+    def on_submit(self, handler: Callable[[str], object]) -> None:
         """Call ``handler(text)`` when the person presses Enter (or :meth:`submit` is called)."""
         self._submit_handlers.append(handler)
 

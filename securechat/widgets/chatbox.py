@@ -247,15 +247,18 @@ class ChatBox:
             self.bubbles.append({"role": "user", "content": text})
             delivered = False  # once the server answers, it has stored the message
             try:
-                if self.conversation_id is None:
+                conversation_id = self.conversation_id
+                if conversation_id is None:
                     first_line = text.strip().splitlines()[0]
-                    self.chats.started(self.client.new_conversation(first_line[:60]))
+                    conversation = self.client.new_conversation(first_line[:60])
+                    self.chats.started(conversation)
+                    conversation_id = str(conversation["id"])
                 if self.stream:
-                    stream = self.client.stream(self.conversation_id, text)
+                    stream = self.client.stream(conversation_id, text)
                     delivered = True
                     return self.bubbles.receive(stream, self.refresh_interval,
                                                 on_first=self.status.stop_thinking)
-                return self._settle(self.client.send(self.conversation_id, text)["reply"])
+                return self._settle(self.client.send(conversation_id, text)["reply"])
             except (ApiError, TransportError) as e:
                 if delivered or (isinstance(e, ApiError) and 500 <= e.status < 600):
                     # Stored before the backend failed: ask again rather than send it twice.

@@ -121,10 +121,15 @@ class Conversations:
         self._bubbles.show([])
         self._fill([], None)
 
+    def _shown(self, conversation_id: str) -> bool:
+        # An action for _run: None from it means failed, so success must say True.
+        self.load(conversation_id)
+        return True
+
     def _picked(self, change: dict[str, Any]) -> None:
         if self._picking or change["new"] is None or change["new"] == self.current:
             return
-        if self._run(lambda: self.load(change["new"]) or True):
+        if self._run(lambda: self._shown(change["new"])):
             self._focus()
 
     # --- actions -------------------------------------------------------------------
@@ -140,7 +145,7 @@ class Conversations:
 
     def switch(self, conversation_id: str) -> bool:
         """Show another conversation; False (with the reason shown) when it failed."""
-        return self._run(lambda: self.load(conversation_id) or True) is True
+        return self._run(lambda: self._shown(conversation_id)) is True
 
     def ask_delete(self) -> None:
         """What *Delete* does: ask to confirm deleting the conversation shown."""
