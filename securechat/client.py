@@ -139,12 +139,13 @@ class ChatClient:
         return self.request("PATCH", "/api/account/settings", json=settings)
 
     def delete_account(self, password: str) -> None:
-        """Delete the account and everything in it, for good."""
-        try:
-            self.request("DELETE", "/api/account", json={"password": password})
-        finally:
-            self.csrf_token = self.username = None
-            self.http.cookies.clear()
+        """Delete the account and everything in it, for good.
+
+        A wrong password (``invalid_credentials``) deletes nothing and keeps the session.
+        """
+        self.request("DELETE", "/api/account", json={"password": password})
+        self.csrf_token = self.username = None
+        self.http.cookies.clear()
 
     # --- conversations --------------------------------------------------------------
 
