@@ -173,7 +173,7 @@ class Pool:
         self._pool = ConnectionPool(url, min_size=1, max_size=size, open=False,
                                     kwargs={"autocommit": True}, name="securechat-db")
         self._opened = threading.Event()
-        self._finalizer = weakref.finalize(self, self._pool.close)
+        self._finalizer = weakref.finalize(self, _close_pool, self._pool)
 
     def take(self) -> Database:
         """A handle for one request; it borrows connections only while it runs a query."""
@@ -191,3 +191,12 @@ class Pool:
             self._pool.open()  # safe to repeat: a pool already open stays as it is
             self._opened.set()
         return self._pool.connection()
+
+
+def _close_pool(pool: Any) -> None:
+    try:
+        pool.close()
+    except RuntimeError:
+        # Collected on one of the pool's own threads, which cannot join itself: close it
+        # from another.
+        threading.Thread(target=pool.close, name="securechat-db-close", daemon=True).start()
