@@ -47,6 +47,7 @@ from .helpers import FAST, PASSWORD, AuthActions, unique_name
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 _POSTGRES_URL = pytest.StashKey[str]()
+_NO_POSTGRES = "PostgreSQL tests skipped:"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -84,26 +85,62 @@ def instance(tmp_path: Path) -> Path:
 # --- the database: SQLite, or a PostgreSQL schema of the test's own ---------------------
 
 
-def _unavailable(reason: str) -> None:
-    """Skip, saying why; under CI, where .ci/run starts PostgreSQL, fail instead."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must test PostgreSQL (.ci/run starts it)", pytrace=False)
-    pytest.skip(reason)
+def _admin(url: str) -> tuple[Any, str]:
+    """A connection to the PostgreSQL server (None), and why there is none ("")."""
+    try:
+        import psycopg
+    except ImportError:
+        return None, f"{_NO_POSTGRES} psycopg is not installed (pip install -e '.[postgres]')"
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=3), ""
+    except psycopg.OperationalError as e:
+        # libpq's first sentence (e.g. "... port 5432 failed: Connection refused").
+        why = str(e).strip().splitlines()[0].rpartition(": ")[2].strip()
+        return None, f"{_NO_POSTGRES} cannot connect to {url} ({why}); start it, or set " \
+                     "SECURECHAT_TEST_POSTGRES_URL"
+
+
+def _needs_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return ((callspec is not None and callspec.params.get("database") == "postgres")
+            or "postgres_url" in getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a PostgreSQL server, its tests are skipped (one line a file), saying why.
+
+    Under ``CI`` they are left to fail in ``postgres_server``: .ci/run starts the server.
+    """
+    wanted = [item for item in items if _needs_postgres(item)]
+    if not wanted or os.environ.get("CI"):
+        return
+    admin, reason = _admin(config.stash[_POSTGRES_URL])
+    if admin is not None:
+        admin.close()
+        return
+    for item in wanted:
+        item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """One summary line for all the tests skipped for want of PostgreSQL, not one a test."""
+    report = yield
+    if report.skipped and isinstance(report.longrepr, tuple) and \
+            _NO_POSTGRES in str(report.longrepr[2]):
+        report.longrepr = (__file__, None, report.longrepr[2])
+    return report
 
 
 @pytest.fixture(scope="session")
 def postgres_server(pytestconfig: pytest.Config) -> Iterator[str]:
     """A database of this test run's own on the PostgreSQL server; its URL. Dropped at the end."""
     admin_url = pytestconfig.stash[_POSTGRES_URL]
-    try:
-        import psycopg
-    except ImportError:
-        _unavailable("PostgreSQL tests need psycopg: pip install -e '.[postgres]'")
-    try:
-        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as e:
-        _unavailable(f"no PostgreSQL at {admin_url} (SECURECHAT_TEST_POSTGRES_URL): "
-                     f"{' '.join(str(e).split())[:160]}")
+    admin, reason = _admin(admin_url)
+    if admin is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must test PostgreSQL (.ci/run starts it)", pytrace=False)
+        pytest.skip(reason)
     name = f"securechat_test_{os.getpid()}_{secrets.token_hex(4)}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
