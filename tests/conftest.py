@@ -41,6 +41,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from securechat import BackgroundServer, ChatClient, create_app
+from securechat.store.postgres import shown
 from securechat.testing import FakeOpenAI
 
 from .helpers import FAST, PASSWORD, AuthActions, unique_name
@@ -96,7 +97,7 @@ def _admin(url: str) -> tuple[Any, str]:
     except psycopg.OperationalError as e:
         # libpq's first sentence (e.g. "... port 5432 failed: Connection refused").
         why = str(e).strip().splitlines()[0].rpartition(": ")[2].strip()
-        return None, f"{_NO_POSTGRES} cannot connect to {url} ({why}); start it, or set " \
+        return None, f"{_NO_POSTGRES} cannot connect to {shown(url)} ({why}); start it, or set " \
                      "SECURECHAT_TEST_POSTGRES_URL"
 
 
