@@ -102,6 +102,23 @@ def together() -> Iterator[Any]:
         proc.communicate()
 
 
+def test_migrating_a_version_1_database_keeps_its_messages(pg: Any) -> None:
+    migrations = sys.modules["securechat.store.migrate"]
+    with pg.transaction():
+        pg.run_script(migrations.scripts("postgres")[0])
+        pg.execute("CREATE TABLE securechat_schema (id INTEGER PRIMARY KEY, version INTEGER)")
+        pg.execute("INSERT INTO securechat_schema VALUES (1, 1)")
+    pg.execute("INSERT INTO users VALUES ('u', 'old', 'old', 'scrypt$10$8$1', ?, ?, 't')",
+               (b"\x00", b"\x00"))
+    pg.execute("INSERT INTO conversations VALUES ('c', 'u', ?, 1, 't')", (b"\x00",))
+    pg.execute("INSERT INTO messages VALUES ('c', 0, 'm', 'user', ?, '2026-01-02')", (b"\x01",))
+    assert store.migrate(pg) == 1 and _version(pg) == store.SCHEMA_VERSION
+    (message,) = store.page_messages(pg, "c", 10)
+    assert message.status == "complete" and message.content == b"\x01"
+    (conv,) = store.list_conversations(pg, "u", 10)
+    assert (conv.updated_at, conv.starred) == ("2026-01-02", False)
+
+
 STARTER = """
 import sys
 from securechat import create_app
