@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import requests
+from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from securechat import store
 from securechat.protocol import CSRF_HEADER
 
 # Tests may lower the KDF cost (the default may not): Argon2id at 64 KiB, one pass.
@@ -37,6 +41,19 @@ def assert_error(response: AnyResponse, status: int, code: str | None = None) ->
     if code is not None:
         assert body["error"]["code"] == code
     assert "Traceback" not in response.text and "<html" not in response.text.lower()
+
+
+@contextmanager
+def open_database(app: Flask) -> Iterator[Any]:
+    """The app's database opened beside it, SQLite or PostgreSQL (autocommit); closed after.
+
+    Its ``execute`` takes ``?`` placeholders on both, as the queries in the package do.
+    """
+    db = store.connect(app.config["DATABASE"])
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 class AuthActions:

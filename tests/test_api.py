@@ -14,6 +14,9 @@ from securechat import ApiError, ChatClient, recovery
 
 from .helpers import COOKIE, PASSWORD, AuthActions, assert_error, unique_name
 
+# The contract holds on either database.
+pytestmark = pytest.mark.every_store
+
 
 def is_iso_utc(text: str) -> bool:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).utcoffset().total_seconds() == 0

@@ -6,11 +6,12 @@ import base64
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from flask import Flask
 
 from securechat import BackgroundServer, ChatClient
 
-from .helpers import PASSWORD, AuthActions
+from .helpers import PASSWORD, AuthActions, open_database
 
 MARKER = "zq-unique-marker-7f3a9c"
 TITLE_MARKER = "zq-title-marker-5b2e11"
@@ -67,15 +68,14 @@ def test_nothing_readable_at_rest(app: Flask, instance: Path, server: Background
     assert b"mallory" in every_byte(instance)
 
 
+@pytest.mark.every_store
 def test_deleted_conversation_leaves_no_ciphertext(app: Flask, auth: AuthActions) -> None:
-    import sqlite3
-
     auth.signup()
     conv = auth.new_conversation()
     sent = auth.send(conv["id"], "to be deleted").get_json()
     assert auth.http.delete(f"/api/conversations/{conv['id']}",
                             headers=auth.csrf).status_code == 204
-    with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
+    with open_database(app) as db:
         assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0
         assert db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0] == 0
         assert (

@@ -12,6 +12,9 @@ from securechat import ChatClient
 
 from .helpers import PASSWORD
 
+# The contract holds on either database.
+pytestmark = pytest.mark.every_store
+
 SENDERS, EACH = 6, 15
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 
 import pytest
 from flask import Flask
 
-from .helpers import AuthActions, assert_error
+from .helpers import AuthActions, assert_error, open_database
+
+# The contract holds on either database.
+pytestmark = pytest.mark.every_store
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_ciphertext_copied_to_another_user_does_not_open(
 ) -> None:
     bob_conv = bob.new_conversation("bob")
     assert bob.send(bob_conv["id"], "bob message").status_code == 201
-    with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
+    with open_database(app) as db:
         stolen = db.execute(
             "SELECT content FROM messages WHERE conversation_id = ? AND position = 0", (alice_conv,)
         ).fetchone()[0]
@@ -89,7 +90,7 @@ def test_ciphertext_moved_within_a_conversation_does_not_open(
     app: Flask, alice: AuthActions, alice_conv: str
 ) -> None:
     # Swap the user's message and the reply: positions and roles are in the AD.
-    with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
+    with open_database(app) as db:
         rows = dict(
             db.execute(
                 "SELECT position, content FROM messages WHERE conversation_id = ?", (alice_conv,)
@@ -108,7 +109,7 @@ def test_title_moved_to_another_conversation_does_not_open(
     app: Flask, alice: AuthActions, alice_conv: str
 ) -> None:
     other = alice.new_conversation("other")
-    with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
+    with open_database(app) as db:
         title = db.execute(
             "SELECT title FROM conversations WHERE id = ?", (alice_conv,)
         ).fetchone()[0]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,10 @@ from flask.testing import FlaskClient
 from securechat import ChatClient, create_app, crypto
 from securechat.lab.vulnerable import PUBLISHED_SECRET, forge_session_cookie
 
-from .helpers import COOKIE, FAST, PASSWORD, AuthActions, assert_error
+from .helpers import COOKIE, FAST, PASSWORD, AuthActions, assert_error, open_database
+
+# The contract holds on either database.
+pytestmark = pytest.mark.every_store
 
 
 def cookie_parts(header: str) -> list[str]:
@@ -205,7 +206,7 @@ def test_database_and_secret_cannot_mint_a_session(app: Flask, auth: AuthActions
 
     auth.signup("alice")
     signer = Signer(app.config["SECRET_KEY"], salt="securechat.session-cookie")
-    with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
+    with open_database(app) as db:
         hashes = [row[0] for row in db.execute("SELECT token_hash FROM sessions")]
     assert hashes
     for digest in hashes:
@@ -274,15 +275,16 @@ def test_kdf_runs_are_capped(
 
 
 def test_sessions_expired_while_down_are_purged_at_start(
-    clock: FakeClock, app: Flask, auth: AuthActions, instance: Path
+    clock: FakeClock, settings: dict[str, Any], app: Flask, auth: AuthActions, instance: Path
 ) -> None:
     auth.signup("alice")
 
     def rows() -> int:
-        with closing(sqlite3.connect(app.config["DATABASE"])) as db, db:
+        with open_database(app) as db:
             return db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
 
     assert rows() == 1
     clock.now += 101  # past the idle timeout, with no request to notice it
-    create_app({**FAST, "CLOCK": clock, "SESSION_IDLE_TIMEOUT": 100}, instance_path=instance)
+    # The same database (SQLite file or PostgreSQL schema), started again.
+    create_app(settings, instance_path=instance)
     assert rows() == 0

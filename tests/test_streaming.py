@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,10 @@ from securechat import ApiError, ChatClient, protocol, records, store
 from securechat.store.migrate import scripts, statements
 
 from .fake_backend import stream_events
-from .helpers import AuthActions, assert_error
+from .helpers import AuthActions, assert_error, open_database
+
+# Streams store and read through the same queries on either database.
+pytestmark = pytest.mark.every_store
 
 
 def messages_path(conv_id: str) -> str:
@@ -107,8 +108,7 @@ def test_incomplete_flag_is_bound_to_the_ciphertext(auth: AuthActions, app: Flas
     auth.signup()
     conv = auth.new_conversation()["id"]
     assert auth.send(conv, "hello").status_code == 201
-    database = app.config["DATABASE"]
-    with closing(sqlite3.connect(database)) as db, db:
+    with open_database(app) as db:
         db.execute("UPDATE messages SET status = 'incomplete' WHERE role = 'assistant'")
     # Flipping the flag breaks the record: it does not open.
     assert_error(auth.http.get(messages_path(conv)), 500, "integrity_error")

@@ -1,12 +1,13 @@
-"""Storage: SQLite connections, the schema's migrations and every query; ciphertext only."""
+"""Storage: SQLite or PostgreSQL, the schema's migrations and every query; ciphertext only."""
 
 from __future__ import annotations
 
-from . import accounts, events, scrub
+from . import accounts, events, postgres, scrub
 from .connection import Pool, connect, get_db, init_app
 from .migrate import SCHEMA_VERSION, migrate
 from .queries import (
     Conversation,
+    Database,
     ListCursor,
     Message,
     Session,
@@ -33,11 +34,11 @@ from .queries import (
 )
 
 __all__ = [
-    "SCHEMA_VERSION", "Conversation", "ListCursor", "Message", "Pool", "Session", "User",
-    "UsernameTaken", "append_message", "connect", "create_conversation", "create_session",
+    "SCHEMA_VERSION", "Conversation", "Database", "ListCursor", "Message", "Pool", "Session",
+    "User", "UsernameTaken", "append_message", "connect", "create_conversation", "create_session",
     "create_user", "delete_conversation", "delete_session", "delete_stale_sessions",
     "accounts", "events", "find_user", "get_conversation", "get_db", "get_session",
     "get_user", "init_app",
     "keep_recent_sessions", "list_conversations", "migrate", "newest_messages",
-    "page_messages", "rewrap_user_key", "scrub", "touch_session", "transaction",
+    "page_messages", "postgres", "rewrap_user_key", "scrub", "touch_session", "transaction",
 ]

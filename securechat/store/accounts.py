@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
-from .queries import transaction
+from .queries import Database, transaction
 
 
 @dataclass(frozen=True)
@@ -19,7 +18,7 @@ class SessionRow:
     token_hash: bytes
 
 
-def replace_keys(db: sqlite3.Connection, user_id: str, version: int, kdf: str, salt: bytes,
+def replace_keys(db: Database, user_id: str, version: int, kdf: str, salt: bytes,
                  wrapped_key: bytes, recovery_salt: bytes | None,
                  recovery_wrap: bytes | None) -> bool:
     """Replace the password wrap and the recovery wrap together, if ``version`` is current.
@@ -34,7 +33,7 @@ def replace_keys(db: sqlite3.Connection, user_id: str, version: int, kdf: str, s
     return cur.rowcount == 1
 
 
-def replace_recovery(db: sqlite3.Connection, user_id: str, version: int, salt: bytes,
+def replace_recovery(db: Database, user_id: str, version: int, salt: bytes,
                      wrap: bytes) -> bool:
     """Replace the recovery wrap (the old code stops working), if ``version`` is current."""
     cur = db.execute(
@@ -43,7 +42,7 @@ def replace_recovery(db: sqlite3.Connection, user_id: str, version: int, salt: b
     return cur.rowcount == 1
 
 
-def list_sessions(db: sqlite3.Connection, user_id: str) -> list[SessionRow]:
+def list_sessions(db: Database, user_id: str) -> list[SessionRow]:
     """The user's live sessions, newest first."""
     rows = db.execute(
         "SELECT id, created_at, last_seen, details, token_hash FROM sessions"
@@ -51,13 +50,13 @@ def list_sessions(db: sqlite3.Connection, user_id: str) -> list[SessionRow]:
     return [SessionRow(*row) for row in rows]
 
 
-def delete_session_by_id(db: sqlite3.Connection, user_id: str, session_id: str) -> bool:
+def delete_session_by_id(db: Database, user_id: str, session_id: str) -> bool:
     """Revoke one of the user's sessions by its id; False when there is none such."""
     cur = db.execute("DELETE FROM sessions WHERE user_id = ? AND id = ?", (user_id, session_id))
     return cur.rowcount > 0
 
 
-def delete_other_sessions(db: sqlite3.Connection, user_id: str, keep: bytes | None) -> int:
+def delete_other_sessions(db: Database, user_id: str, keep: bytes | None) -> int:
     """Revoke every session of the user but the one with token hash ``keep`` (None: all)."""
     if keep is None:
         cur = db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
@@ -67,20 +66,20 @@ def delete_other_sessions(db: sqlite3.Connection, user_id: str, keep: bytes | No
     return cur.rowcount
 
 
-def set_retention(db: sqlite3.Connection, user_id: str, days: int | None) -> None:
+def set_retention(db: Database, user_id: str, days: int | None) -> None:
     """Keep conversations forever (None), or delete unstarred ones idle for ``days``."""
     db.execute("UPDATE users SET retention_days = ? WHERE id = ?", (days, user_id))
 
 
-def delete_user(db: sqlite3.Connection, user_id: str) -> None:
+def delete_user(db: Database, user_id: str) -> None:
     """Crypto-shred the account, then delete every row of it.
 
     The wraps of the data key go first, in a commit of their own: whatever happens to the
     rest, no key that opens the user's records is left. Then the records themselves.
     """
     with transaction(db):
-        db.execute("UPDATE users SET salt = X'', wrapped_key = X'', recovery_salt = NULL,"
-                   " recovery_wrap = NULL, event_mac = NULL WHERE id = ?", (user_id,))
+        db.execute("UPDATE users SET salt = ?, wrapped_key = ?, recovery_salt = NULL,"
+                   " recovery_wrap = NULL, event_mac = NULL WHERE id = ?", (b"", b"", user_id))
         db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
     with transaction(db):
         db.execute("DELETE FROM messages WHERE conversation_id IN"

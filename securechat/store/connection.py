@@ -1,4 +1,9 @@
-"""SQLite connections: opened in WAL mode, pooled across requests, one borrowed per request."""
+"""The database of an app: SQLite (WAL, the default) or PostgreSQL, borrowed per request.
+
+``DATABASE`` is a SQLite file's path or a ``postgresql://`` URL (:mod:`.postgres`). Either
+way the schema is migrated and stale sessions swept once at start, and each request gets a
+handle from the app's pool on first use (:func:`get_db`), given back at teardown.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,17 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from typing import Any
 
 from flask import Flask, current_app, g
 
 from .. import offload
 from ..errors import ConfigError
-from . import scrub
+from . import postgres, scrub
 from .migrate import migrate
-from .queries import delete_stale_sessions
+from .queries import Database, delete_stale_sessions
 
 # How long a statement waits for another connection's write lock before failing.
 BUSY_TIMEOUT_MS = 30_000
@@ -46,12 +53,37 @@ class Connection(sqlite3.Connection):
         with self.writers:
             return offload.blocking(super().execute, sql, parameters)
 
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """BEGIN IMMEDIATE once this process's other writers are done; COMMIT or ROLLBACK.
 
-def connect(path: str, writers: threading.RLock | None = None) -> Connection:
-    """Open a connection in autocommit mode, WAL, foreign keys on.
+        IMMEDIATE takes SQLite's write lock at once: a reader upgraded to a writer halfway
+        could deadlock with another one. Inside a transaction already, it joins that one:
+        steps compose into one commit (an account change and its security-log event).
+        """
+        if self.in_transaction:
+            yield self
+            return
+        with self.writers:
+            self.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                self.execute("ROLLBACK")
+                raise
+            self.execute("COMMIT")
 
-    ``writers`` is the lock its writes queue on (a pool's, shared by its connections).
+
+def connect(database: str, writers: threading.RLock | None = None) -> Any:
+    """Open a connection of one's own: SQLite (a :class:`Connection`) or PostgreSQL.
+
+    SQLite's is in autocommit mode, WAL, foreign keys on; ``writers`` is the lock its
+    writes queue on (a pool's, shared by its connections). A ``postgresql://`` URL gives a
+    :class:`.postgres.Database` on one connection. Close either when done.
     """
+    if postgres.is_url(database):
+        return postgres.connect(database)
+    path = database
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                            check_same_thread=False, factory=Connection)
     conn.writers = writers or threading.RLock()
@@ -106,36 +138,52 @@ def _close_all(idle: list[sqlite3.Connection]) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Create or migrate the database; each request borrows a pooled connection."""
-    path = app.config["DATABASE"]
+    """Create or migrate the database; each request borrows a handle from the app's pool."""
+    database = app.config["DATABASE"]
+    if postgres.is_url(database):
+        _init_postgres(app, database)
+    else:
+        _init_sqlite(app, database)
+    app.teardown_appcontext(_close_db)
+
+
+def _init_sqlite(app: Flask, path: str) -> None:
     if path != ":memory:" and not os.path.exists(path):
         # Owner-only from the start; SQLite gives the -wal and -shm files the same mode.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     try:
-        _prepare(app, path)
+        with closing(connect(path)) as conn:
+            _prepare(app, conn)
+            # Whatever an earlier run deleted, its old pages leave the -wal file now.
+            scrub.checkpoint(conn)
     except sqlite3.DatabaseError as e:
         # Not a database, or a damaged one: say which file, start nothing.
         raise ConfigError(f"{path} cannot be used as the database ({e})") from None
     app.extensions["securechat.db"] = Pool(path)
     app.extensions["securechat.scrubber"] = scrub.Scrubber(lambda: connect(path))
-    app.teardown_appcontext(_close_db)
 
 
-def _prepare(app: Flask, path: str) -> None:
-    conn = connect(path)
+def _init_postgres(app: Flask, url: str) -> None:
+    db = postgres.connect(url)  # a ConfigError names the server when it cannot be reached
     try:
-        migrate(conn)
-        # Sessions that timed out while the server was down go now, not at the next login.
-        now = float((app.config.get("CLOCK") or time.time)())
-        delete_stale_sessions(conn, now - app.config["SESSION_IDLE_TIMEOUT"],
-                              now - app.config["SESSION_ABSOLUTE_TIMEOUT"])
-        # Whatever an earlier run deleted, its old pages leave the -wal file now.
-        scrub.checkpoint(conn)
+        _prepare(app, db)
+    except db.Error as e:  # refused: not ours, no rights, a damaged schema
+        raise ConfigError(f"{postgres.shown(url)} cannot be used as the database "
+                          f"({' '.join(str(e).split())})") from None
     finally:
-        conn.close()
+        db.close()
+    app.extensions["securechat.db"] = postgres.Pool(url)
 
 
-def get_db() -> sqlite3.Connection:
+def _prepare(app: Flask, db: Database) -> None:
+    migrate(db)
+    # Sessions that timed out while the server was down go now, not at the next login.
+    now = float((app.config.get("CLOCK") or time.time)())
+    delete_stale_sessions(db, now - app.config["SESSION_IDLE_TIMEOUT"],
+                          now - app.config["SESSION_ABSOLUTE_TIMEOUT"])
+
+
+def get_db() -> Database:
     """Return this request's connection, borrowing it from the pool on first use."""
     if "db" not in g:
         g.db = current_app.extensions["securechat.db"].take()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .queries import transaction
+from .queries import Database, transaction
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ Chainer = Callable[[bytes, int, str, str, bytes | None], bytes]
 Header = Callable[[int, bytes], bytes]
 
 
-def append_event(db: sqlite3.Connection, user_id: str, type_: str, at: str,
+def append_event(db: Database, user_id: str, type_: str, at: str,
                  details_for: Callable[[int], bytes | None], chain: Chainer,
                  head: Header) -> int:
     """Append an event to the user's log and move the chain's head; return its number.
@@ -49,7 +48,7 @@ def append_event(db: sqlite3.Connection, user_id: str, type_: str, at: str,
     return seq
 
 
-def list_events(db: sqlite3.Connection, user_id: str, limit: int,
+def list_events(db: Database, user_id: str, limit: int,
                 before: int | None = None) -> list[Event]:
     """Up to ``limit`` of the user's events before number ``before``, newest first."""
     rows = db.execute(
@@ -59,14 +58,14 @@ def list_events(db: sqlite3.Connection, user_id: str, limit: int,
     return [Event(*row) for row in rows]
 
 
-def chain_head(db: sqlite3.Connection, user_id: str) -> tuple[int, bytes | None]:
+def chain_head(db: Database, user_id: str) -> tuple[int, bytes | None]:
     """How many events the user row says there are, and the head sealed over the last MAC."""
     row = db.execute("SELECT event_count, event_mac FROM users WHERE id = ?",
                      (user_id,)).fetchone()
     return (int(row[0]), row[1]) if row else (0, None)
 
 
-def user_ids(db: sqlite3.Connection) -> list[tuple[str, str]]:
+def user_ids(db: Database) -> list[tuple[str, str]]:
     """Every account's id and name (for the audit)."""
     return [(row[0], row[1]) for row in
             db.execute("SELECT id, username FROM users ORDER BY username_key").fetchall()]

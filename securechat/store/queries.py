@@ -1,17 +1,60 @@
 """Every query: accounts, sessions, conversations and messages. Only ciphertext is stored.
 
-SQL here is kept portable (no ``RETURNING``, no SQLite-only functions in queries), so a
-PostgreSQL store shared by several processes can stand beside it.
+The same SQL runs on SQLite and on PostgreSQL (:mod:`.postgres` adapts a psycopg
+connection to what is used here). To stay portable, a query here:
+
+* takes positional ``?`` placeholders only (PostgreSQL's adapter turns them into ``%s``),
+  never a ``?`` or ``%`` inside an SQL string literal, never ``x IS ?``;
+* uses no ``PRAGMA``, no ``RETURNING``, no ``INSERT OR ...``/``REPLACE``, no ``rowid``
+  and no function only SQLite has (``ifnull``, ``group_concat``, ``julianday``,
+  ``strftime``, ``datetime``, ``printf``, ``instr``, ``last_insert_rowid``, ``changes``);
+  ``COALESCE``, ``MAX``, ``COUNT``, ``LOWER``, row-value comparisons and
+  ``ON CONFLICT (...) DO ...`` work on both;
+* passes values of the column's type: ``int(flag)`` for an INTEGER flag (PostgreSQL
+  refuses a ``bool`` there), ``bytes`` for a BLOB/bytea, ``str`` for TEXT;
+* writes several rows only inside :func:`transaction`, and catches a failed statement
+  outside it (on PostgreSQL an error ends the transaction); a duplicate key is
+  ``db.IntegrityError`` on both.
+
+``tests/test_store_portable.py`` checks the first two rules; the contract suite runs
+against both databases for the rest.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ..records import COMPLETE
+
+
+class Rows(Protocol):
+    """A statement's result, as sqlite3's cursor offers it."""
+
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class Database(Protocol):
+    """What every query needs of a connection: SQLite's (:func:`.connect`) or PostgreSQL's."""
+
+    IntegrityError: type[Exception]
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Rows: ...
+
+    def transaction(self) -> AbstractContextManager[Any]: ...
 
 
 class UsernameTaken(Exception):
@@ -80,30 +123,19 @@ class Message:
     status: str = COMPLETE
 
 
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Run a write transaction that takes the write lock at once (no upgrade deadlocks).
+def transaction(conn: Database) -> AbstractContextManager[Any]:
+    """A write transaction that takes its lock at once (no upgrade deadlocks).
 
-    A connection from :func:`securechat.store.connect` first waits for its process's
-    other writers (its ``writers`` lock), so only other processes are waited for in SQLite.
-    Inside a transaction already, it joins that one (steps compose into one commit).
+    Each store says how: SQLite begins IMMEDIATE once its process's other writers are done
+    (:mod:`.connection`); PostgreSQL holds one connection from BEGIN to COMMIT, and the
+    first UPDATE of a row locks that row until then (:mod:`.postgres`).
     """
-    if conn.in_transaction:
-        yield conn  # already inside one: it commits, or rolls back, as a whole
-        return
-    with getattr(conn, "writers", None) or nullcontext():
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    return conn.transaction()
 
 
 # --- users -----------------------------------------------------------------
 
-def create_user(db: sqlite3.Connection, user: User, created_at: str) -> None:
+def create_user(db: Database, user: User, created_at: str) -> None:
     """Insert a user; raise UsernameTaken when the name exists ignoring case."""
     try:
         db.execute(
@@ -112,25 +144,25 @@ def create_user(db: sqlite3.Connection, user: User, created_at: str) -> None:
             (user.id, user.username, user.username.lower(), user.kdf, user.salt,
              user.wrapped_key, user.recovery_salt, user.recovery_wrap, created_at),
         )
-    except sqlite3.IntegrityError as e:
+    except db.IntegrityError as e:
         # The unique index on username_key refused it: the name was already taken.
         raise UsernameTaken(user.username) from e
 
 
-def find_user(db: sqlite3.Connection, username: str) -> User | None:
+def find_user(db: Database, username: str) -> User | None:
     """Return the user with this name (ignoring case), or None."""
     row = db.execute(f"{_USER} WHERE username_key = ?",  # noqa: S608 - fixed text
                      (username.lower(),)).fetchone()
     return User(*row) if row else None
 
 
-def get_user(db: sqlite3.Connection, user_id: str) -> User | None:
+def get_user(db: Database, user_id: str) -> User | None:
     """Return the user with this id, or None."""
     row = db.execute(f"{_USER} WHERE id = ?", (user_id,)).fetchone()  # noqa: S608
     return User(*row) if row else None
 
 
-def rewrap_user_key(db: sqlite3.Connection, user_id: str, kdf: str, salt: bytes,
+def rewrap_user_key(db: Database, user_id: str, kdf: str, salt: bytes,
                     wrapped_key: bytes) -> None:
     """Replace a user's wrapped data key (password change or KDF cost upgrade)."""
     db.execute("UPDATE users SET kdf = ?, salt = ?, wrapped_key = ? WHERE id = ?",
@@ -139,7 +171,7 @@ def rewrap_user_key(db: sqlite3.Connection, user_id: str, kdf: str, salt: bytes,
 
 # --- sessions ----------------------------------------------------------------
 
-def create_session(db: sqlite3.Connection, token_hash: bytes, user_id: str,
+def create_session(db: Database, token_hash: bytes, user_id: str,
                    wrapped_key: bytes, now: float, session_id: str,
                    details: bytes | None = None) -> None:
     """Store a new session row (the token itself is never stored)."""
@@ -150,7 +182,7 @@ def create_session(db: sqlite3.Connection, token_hash: bytes, user_id: str,
     )
 
 
-def get_session(db: sqlite3.Connection, token_hash: bytes) -> Session | None:
+def get_session(db: Database, token_hash: bytes) -> Session | None:
     """Return the session for this token hash, or None."""
     row = db.execute(
         "SELECT s.user_id, u.username, s.wrapped_key, s.created_at, s.last_seen, s.id,"
@@ -160,17 +192,17 @@ def get_session(db: sqlite3.Connection, token_hash: bytes) -> Session | None:
     return Session(*row) if row else None
 
 
-def touch_session(db: sqlite3.Connection, token_hash: bytes, now: float) -> None:
+def touch_session(db: Database, token_hash: bytes, now: float) -> None:
     """Record activity on a session (for the idle timeout)."""
     db.execute("UPDATE sessions SET last_seen = ? WHERE token_hash = ?", (now, token_hash))
 
 
-def delete_session(db: sqlite3.Connection, token_hash: bytes) -> None:
+def delete_session(db: Database, token_hash: bytes) -> None:
     """Revoke one session everywhere."""
     db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
 
 
-def keep_recent_sessions(db: sqlite3.Connection, user_id: str, keep: int) -> int:
+def keep_recent_sessions(db: Database, user_id: str, keep: int) -> int:
     """Delete all but the user's ``keep`` most recently used sessions; return how many."""
     cur = db.execute(
         "DELETE FROM sessions WHERE user_id = ? AND token_hash NOT IN"
@@ -181,7 +213,7 @@ def keep_recent_sessions(db: sqlite3.Connection, user_id: str, keep: int) -> int
     return cur.rowcount
 
 
-def delete_stale_sessions(db: sqlite3.Connection, idle_before: float,
+def delete_stale_sessions(db: Database, idle_before: float,
                           created_before: float) -> int:
     """Delete sessions past their idle or absolute timeout; return how many."""
     cur = db.execute("DELETE FROM sessions WHERE last_seen < ? OR created_at < ?",
@@ -198,7 +230,7 @@ def _conversation(row: tuple[str, bytes, str, str, int]) -> Conversation:
     return Conversation(row[0], row[1], row[2], row[3], bool(row[4]))
 
 
-def create_conversation(db: sqlite3.Connection, conv_id: str, user_id: str, title: bytes,
+def create_conversation(db: Database, conv_id: str, user_id: str, title: bytes,
                         created_at: str) -> None:
     """Insert a conversation with its sealed title."""
     db.execute(
@@ -212,7 +244,7 @@ def create_conversation(db: sqlite3.Connection, conv_id: str, user_id: str, titl
 ListCursor = tuple[int, str, str]
 
 
-def list_conversations(db: sqlite3.Connection, user_id: str, limit: int,
+def list_conversations(db: Database, user_id: str, limit: int,
                        after: ListCursor | None = None) -> list[Conversation]:
     """One page of the user's conversations: starred first, then latest activity, then id."""
     # A row-value comparison follows the index's order exactly (portable to PostgreSQL).
@@ -226,14 +258,14 @@ def list_conversations(db: sqlite3.Connection, user_id: str, limit: int,
     return [_conversation(row) for row in rows]
 
 
-def get_conversation(db: sqlite3.Connection, user_id: str, conv_id: str) -> Conversation | None:
+def get_conversation(db: Database, user_id: str, conv_id: str) -> Conversation | None:
     """Return the conversation if it exists *and* belongs to the user."""
     row = db.execute(f"{_CONVERSATION} WHERE id = ? AND user_id = ?",  # noqa: S608
                      (conv_id, user_id)).fetchone()
     return _conversation(row) if row else None
 
 
-def delete_conversation(db: sqlite3.Connection, user_id: str, conv_id: str) -> bool:
+def delete_conversation(db: Database, user_id: str, conv_id: str) -> bool:
     """Delete the user's conversation and its messages; False when there was none."""
     with transaction(db):
         db.execute(
@@ -246,13 +278,15 @@ def delete_conversation(db: sqlite3.Connection, user_id: str, conv_id: str) -> b
     return cur.rowcount > 0
 
 
-def append_message(db: sqlite3.Connection, user_id: str, conv_id: str, msg_id: str,
+def append_message(db: Database, user_id: str, conv_id: str, msg_id: str,
                    role: str, seal: Callable[[int], bytes], created_at: str,
                    status: str = COMPLETE) -> int | None:
     """Append a message at the next position, sealed by ``seal(position)``.
 
-    Returns the position, or None when the conversation is not the user's. The
-    position is taken under the write lock, so concurrent senders never collide.
+    Returns the position, or None when the conversation is not the user's. The UPDATE
+    takes the position under a lock held until COMMIT (SQLite's write lock, PostgreSQL's
+    lock on the conversation's row), so concurrent senders, from any process, get
+    consecutive positions in commit order and never collide; a rolled-back send uses none.
     """
     with transaction(db):
         cur = db.execute(
@@ -272,13 +306,13 @@ def append_message(db: sqlite3.Connection, user_id: str, conv_id: str, msg_id: s
     return position
 
 
-def page_messages(db: sqlite3.Connection, conv_id: str, limit: int,
+def page_messages(db: Database, conv_id: str, limit: int,
                   before: int | None = None) -> list[Message]:
     """Return up to ``limit`` messages before position ``before``, oldest first."""
     return list(reversed(list(newest_messages(db, conv_id, limit, before))))
 
 
-def newest_messages(db: sqlite3.Connection, conv_id: str, limit: int,
+def newest_messages(db: Database, conv_id: str, limit: int,
                     before: int | None = None) -> Iterator[Message]:
     """Yield up to ``limit`` messages before position ``before``, newest first, one by one.
 

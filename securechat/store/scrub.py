@@ -7,6 +7,11 @@ until a checkpoint copies the pages back *and* the log is truncated. PASSIVE and
 checkpoints leave the old frames in the file; only ``TRUNCATE`` empties it. A checkpoint
 cannot finish while another connection reads an older snapshot, so it is tried briefly
 in the request and, if still busy, retried in the background until it succeeds.
+
+This guarantee is SQLite's. PostgreSQL keeps a deleted row as a dead tuple until VACUUM
+reuses its space, and its page images in ``pg_wal`` until the segment is recycled; nothing
+a request can do clears those, so :func:`now` does nothing there (SECURITY.md says what
+an operator can do).
 """
 
 from __future__ import annotations
@@ -82,7 +87,12 @@ class Scrubber:
             conn.close()
 
 
-def now(db: sqlite3.Connection) -> None:
-    """After a delete or re-wrap: truncate the WAL now, or have it retried until it is."""
+def now(db: object) -> None:
+    """After a delete or re-wrap: truncate the WAL now, or have it retried until it is.
+
+    Only a SQLite connection has a WAL file to truncate; for PostgreSQL this does nothing.
+    """
+    if not isinstance(db, sqlite3.Connection):
+        return
     if not offload.blocking(checkpoint, db):
         current_app.extensions["securechat.scrubber"].later()
