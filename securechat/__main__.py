@@ -53,9 +53,13 @@ def audit_verify(instance: str | None) -> int:
     accounts, events, problems = verify(app)
     for problem in problems:
         print(f"securechat audit: {problem}")
-    print(f"securechat audit: {accounts} accounts, {events} events, "
-          f"{len(problems)} problem{'s' if len(problems) != 1 else ''}", flush=True)
+    print(f"securechat audit: {_count(accounts, 'account')}, {_count(events, 'event')}, "
+          f"{_count(len(problems), 'problem')}", flush=True)
     return 1 if problems else 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def serve(host: str, port: int, instance: str | None, workers: int = 1,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +14,11 @@ from werkzeug.test import TestResponse
 from securechat import create_app, recovery, store
 from securechat.protocol import CSRF_HEADER
 from securechat.server import keys
+from securechat.store import postgres
 
-from .helpers import PASSWORD, assert_error
+from .helpers import PASSWORD, assert_error, open_database
+
+pytestmark = pytest.mark.every_store
 
 NEW = "a brand new passphrase"
 
@@ -62,12 +63,22 @@ def alice(app: Flask) -> tuple[Person, str]:
 
 
 def _rows(app: Flask, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(app.config["DATABASE"])) as db:
-        return db.execute(sql, args).fetchall()
+    with open_database(app) as db:
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                for row in db.execute(sql, args).fetchall()]
 
 
-def _every_byte(instance: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted(instance.rglob("*")) if p.is_file())
+TABLES = ("users", "sessions", "conversations", "messages", "events")
+
+
+def _every_byte(app: Flask, instance: Path) -> bytes:
+    """What is stored: every byte of every instance file (SQLite, WAL included), or, on
+    PostgreSQL (whose files are the server's), every value of every row of every table."""
+    if not postgres.is_url(app.config["DATABASE"]):
+        return b"".join(p.read_bytes() for p in sorted(instance.rglob("*")) if p.is_file())
+    values = [value for table in TABLES
+              for row in _rows(app, f"SELECT * FROM {table}") for value in row]  # noqa: S608
+    return b"\0".join(v if isinstance(v, bytes) else str(v).encode() for v in values)
 
 
 # --- password change ---------------------------------------------------------------------
@@ -98,7 +109,7 @@ def test_password_change_rewraps_keeps_history_and_ends_other_sessions(
     messages = again.call("GET", f"/api/conversations/{conv}/messages").get_json()["messages"]
     assert messages[0]["content"] == "still here"
     # The old wrap and the old recovery wrap are in no file of the instance.
-    blob = _every_byte(instance)
+    blob = _every_byte(app, instance)
     assert all(part not in blob for part in old_wrap)
     # The old recovery code died with the old password.
     assert _recover(app, first_code, "yet another passphrase").status_code == 401
@@ -319,7 +330,7 @@ def test_sessions_are_listed_by_opaque_id_with_sealed_details(
     assert listed[0]["label"] == "Chrome on Android" and listed[0]["address"] == "198.51.100.7"
     stored = _rows(app, "SELECT token_hash FROM sessions")
     assert all(s["id"] not in (row[0].hex(),) for s in listed for row in stored)
-    blob = _every_byte(instance)
+    blob = _every_byte(app, instance)
     assert b"198.51.100.7" not in blob and b"Android" not in blob  # sealed at rest
     # Revoke the phone from the laptop.
     assert person.call("DELETE", f"/api/account/sessions/{listed[0]['id']}").status_code == 204
@@ -367,7 +378,7 @@ def test_the_security_log_records_metadata_newest_first(app: Flask, instance: Pa
     assert "address" not in events["events"][2]  # no key to seal it with: not kept
     text = str(events)
     assert "secret" not in text
-    assert b"203.0.113.9" not in _every_byte(instance)
+    assert b"203.0.113.9" not in _every_byte(app, instance)
 
 
 def test_the_security_log_pages(app: Flask, alice: tuple[Person, str]) -> None:
@@ -431,7 +442,7 @@ def test_deleting_the_account_leaves_nothing_of_it_in_any_file(
         assert _rows(app, f"SELECT COUNT(*) FROM {table} WHERE {column} = ?",  # noqa: S608
                      keys[4]) == [(0,)]
     assert _rows(app, "SELECT COUNT(*) FROM messages") == [(0,)]
-    blob = _every_byte(instance)
+    blob = _every_byte(app, instance)
     leftovers = [p.hex()[:8] for p in [*keys[:4], *sealed] if p and p in blob]
     assert leftovers == [] and b"alice" not in blob
     assert Person(app).login().status_code == 401

@@ -18,17 +18,17 @@ from typing import Any
 
 import pytest
 
-from securechat import create_app
+from securechat import create_app, store
 
 from .helpers import FAST, PASSWORD, AuthActions, unique_name
 from .served import serve_env
 
 
-def audit(instance: Path) -> subprocess.CompletedProcess[str]:
-    """Run the real audit command on the instance."""
+def audit(instance: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the real audit command on the instance (``env``: more SECURECHAT_ settings)."""
     return subprocess.run([sys.executable, "-m", "securechat", "audit", "verify",
                            "--instance", str(instance)],
-                          capture_output=True, text=True, env=serve_env(), timeout=120)
+                          capture_output=True, text=True, env=serve_env(**env), timeout=120)
 
 
 @pytest.fixture
@@ -152,3 +152,24 @@ def test_an_instance_that_cannot_be_opened_is_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("securechat: cannot audit:")
     assert PASSWORD not in done.stdout + done.stderr
+
+
+def test_audit_reads_the_same_settings_as_serve_postgres(postgres_url: str,
+                                                        tmp_path: Path) -> None:
+    """With SECURECHAT_DATABASE naming PostgreSQL, the chains there are checked."""
+    instance = tmp_path / "pg-instance"
+    app = create_app({**FAST, "DATABASE": postgres_url}, instance_path=str(instance))
+    auth = AuthActions(app.test_client())
+    auth.register("pgaudited")
+    auth.login("pgaudited")
+    auth.login("pgaudited")
+    app.extensions["securechat.db"].close()
+    done = audit(instance, SECURECHAT_DATABASE=postgres_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == \
+        "securechat audit: 1 account, 2 events, 0 problems"
+    with closing(store.connect(postgres_url)) as db:
+        db.execute("UPDATE events SET type = 'logout' WHERE seq = 1")
+    done = audit(instance, SECURECHAT_DATABASE=postgres_url)
+    assert done.returncode == 1
+    assert "securechat audit: pgaudited: event 1 (logout) was altered" in done.stdout

@@ -11,6 +11,8 @@ from securechat.errors import ApiError
 
 from .helpers import PASSWORD, unique_name
 
+pytestmark = pytest.mark.every_store
+
 NEW = "a brand new passphrase"
 
 
