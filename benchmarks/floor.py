@@ -1,7 +1,8 @@
 """The floor: a plain Flask endpoint that only echoes JSON, with nothing private about it.
 
-``python -m benchmarks.floor --port 0`` serves it under waitress exactly as
-``python -m securechat serve`` serves securechat, so the two compare fairly.
+``python -m benchmarks.floor --port 0`` serves it under gevent's WSGI server, as
+``python -m securechat serve`` serves securechat (one greenlet per connection, no access
+log), so the two compare fairly.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
 
 from flask import Flask, Response, jsonify, request
 
@@ -27,28 +27,27 @@ def create_floor_app() -> Flask:
     return app
 
 
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the floor app on loopback until SIGTERM; print the URL like securechat does."""
-    from waitress import create_server
+    # As serve does: before anything else, sockets and sleeps become cooperative.
+    from gevent import monkey
+
+    monkey.patch_all()
+    import gevent
+    from gevent.event import Event
+    from gevent.pywsgi import WSGIServer
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.floor")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args(argv)
-    server = create_server(create_floor_app(), host="127.0.0.1", port=args.port,
-                           threads=args.threads, ident="floor")
-    print(f"floor listening on http://127.0.0.1:{server.socket.getsockname()[1]}", flush=True)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
+    server = WSGIServer(("127.0.0.1", args.port), create_floor_app(), log=None)
+    server.start()
+    print(f"floor listening on http://127.0.0.1:{server.server_port}", flush=True)
+    stopping = Event()
+    gevent.signal_handler(signal.SIGTERM, stopping.set)
+    gevent.signal_handler(signal.SIGINT, stopping.set)
+    stopping.wait()
+    server.stop(timeout=5)
     print("floor stopped", flush=True)
     return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.backends.openssl import backend
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_PACKAGES = ("securechat", "flask", "werkzeug", "cryptography", "waitress", "requests",
+_PACKAGES = ("securechat", "flask", "werkzeug", "cryptography", "gevent", "requests",
              "nbconvert", "nbclient", "ipykernel")
 
 Cell = str | int | float | None
