@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from securechat import crypto, records, store
 from securechat.server import sessions
 
-from .inprocess import DEFAULT_KDF, MESSAGE, PASSWORD, _expect, logged_in, securechat_app
+from .inprocess import MESSAGE, PASSWORD, _expect, logged_in, securechat_app
 from .report import Table, percentile
 
 PAGE = 50
@@ -84,7 +84,7 @@ def history_pages(work: Path, sizes: Sequence[int], reps: int) -> HistoryRun:
     """Time the newest and a middle page of each conversation size."""
     instance = work / "history"
     # The default KDF: this user is also the one the login benchmark logs in as.
-    app = securechat_app(instance, {"KDF_LOG_N": DEFAULT_KDF.log_n})
+    app = securechat_app(instance, {})
     client, csrf = logged_in(app, USERNAME)
     table = Table(f"3. History pages (limit {PAGE}, Flask test client)",
                   ["messages in conversation", "page", "p50 ms", "p99 ms", "× smallest p50"])

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import securechat
 
-from . import history, inprocess, loopback, notebooks, slow_readers
+from . import history, inprocess, keys, loopback, notebooks, slow_readers
 from .report import REPO_ROOT, Table, command_line, document
 
-SECTIONS = ("inprocess", "http", "history", "crypto", "login", "slow", "notebooks")
+SECTIONS = ("inprocess", "http", "history", "crypto", "login", "slow", "keys", "notebooks")
 FULL = {"messages": "100,10000,100000", "requests": 3000, "clients": "1,4,16",
         "duration": 30.0, "page_reps": 200, "crypto_reps": 20000, "login_reps": 5}
 QUICK = {"messages": "100,1000", "requests": 300, "clients": "1,4", "duration": 10.0,
@@ -115,6 +115,13 @@ def run(args: argparse.Namespace, work: Path) -> list[Table]:
         table, found = slow_readers.slow_readers(work, args.slow_sends)
         metrics |= found
         done(table)
+    if "keys" in args.sections:
+        sizes = sorted({min(args.messages), max(args.messages)})
+        change, metrics["rewrap_ratio"] = keys.password_change(work, sizes, args.login_reps)
+        done(change)
+        login, found = keys.login_by_kdf(work, args.login_reps, args.login_concurrency)
+        metrics |= found
+        done(login)
     if "notebooks" in args.sections:
         # An absolute pattern stays absolute when joined; a relative one is the repository's.
         found = glob.glob(str(REPO_ROOT / args.notebooks)) if args.notebooks else []
@@ -145,6 +152,15 @@ def targets(metrics: dict[str, float], args: argparse.Namespace) -> Table:
         if key in metrics:
             table.add(f"server peak RSS < {TARGET_RSS_MB:g} MB with {big:,} messages, {what}",
                       f"{metrics[key]:.1f} MB", _yes(metrics[key] < TARGET_RSS_MB))
+    if "login_peak_mb_0" in metrics:
+        peak = metrics["login_peak_mb_0"]
+        table.add(f"server peak RSS < {TARGET_RSS_MB:g} MB during {args.login_concurrency} "
+                  "concurrent logins (Argon2id, default settings)", f"{peak:.1f} MB",
+                  _yes(peak < TARGET_RSS_MB))
+    if "rewrap_ratio" in metrics:
+        r = metrics["rewrap_ratio"]
+        table.add(f"password change at {big:,} messages within {TARGET_PAGE:g}× of "
+                  f"{small:,}", f"{r:.2f}×", _yes(r <= TARGET_PAGE))
     return table
 
 

@@ -50,7 +50,8 @@ def slow_readers(work: Path, sends: int = 100, settle: float = 2.0,
     table = Table("8. Slow readers: server memory per stalled client, nothing on disk",
                   ["stalled clients", "server RSS (MB)", "MB per client", "page (MB)",
                    "open files besides sockets"])
-    env = clean_env({"SECURECHAT_RATELIMIT_ENABLED": "false", "SECURECHAT_KDF_LOG_N": "12",
+    env = clean_env({"SECURECHAT_RATELIMIT_ENABLED": "false",
+                     "SECURECHAT_KDF_ARGON2_MEMORY_KIB": "64",
                      "SECURECHAT_MAX_CONNECTIONS_PER_ADDRESS": "0", **(extra_env or {})})
     with ServeProcess.securechat(work / "slow-instance", work, env) as server, \
             ChatClient(server.url, timeout=120) as client:

@@ -65,7 +65,7 @@ def test_machine_is_described(results: tuple[str, bytes, bytes]) -> None:
 def test_every_section_has_a_well_formed_table(results: tuple[str, bytes, bytes]) -> None:
     tables = _tables(results[0])
     numbers = [title.split(".")[0] for title in tables]
-    assert numbers == ["Targets", "1", "2", "3", "4", "5", "6", "7", "8"]
+    assert numbers == ["Targets", "1", "2", "3", "4", "5", "6", "7", "8", "9a", "9b"]
     by_number = {title.split(".")[0]: rows for title, rows in tables.items()}
     # Every measured cell is a positive number (how large is not this test's business).
     for number, columns in {"1": (1, 2, 3), "3": (2, 3, 4), "4": (1, 2), "5": (1, 2),
@@ -77,10 +77,15 @@ def test_every_section_has_a_well_formed_table(results: tuple[str, bytes, bytes]
     assert len(by_number["1"]) == 1 + 4
     assert [(int(r[0]), r[1]) for r in by_number["3"][1:]] == [
         (s, page) for s in SIZES for page in ("newest", "middle")]
-    assert "N=2^17, r=8, p=1" in by_number["5"][1][0]
+    assert "Argon2id m=19 MiB, t=2, p=1" in by_number["5"][1][0]
     # Slow readers: 0, 1, 10 and 50 stalled clients; the server's files stay its database's.
     assert [int(r[0]) for r in by_number["8"][1:]] == [0, 1, 10, 50]
     assert all("securechat.sqlite3" in r[4] and "#" not in r[4] for r in by_number["8"][1:])
+    # Your keys: a password change at each size touches no message row; each KDF's logins.
+    assert [(int(r[0]), r[4]) for r in by_number["9a"][1:]] == [(s, "0") for s in SIZES]
+    assert all(_number(r[c]) > 0 for r in by_number["9a"][1:] for c in (1, 2, 3))
+    assert [r[0].split()[0] for r in by_number["9b"][1:]] == ["Argon2id", "scrypt", "Argon2id,"]
+    assert all(_number(r[c]) > 0 for r in by_number["9b"][1:] for c in (1, 2, 6, 7))
 
 
 def test_http_rows_cover_every_level_without_errors(results: tuple[str, bytes, bytes]) -> None:
@@ -94,7 +99,7 @@ def test_http_rows_cover_every_level_without_errors(results: tuple[str, bytes, b
 
 def test_targets_are_judged(results: tuple[str, bytes, bytes]) -> None:
     rows = _tables(results[0])["Targets"][1:]
-    assert len(rows) == 6
+    assert len(rows) == 8
     assert {r[2] for r in rows} <= {"yes", "**no**"}
 
 
