@@ -81,9 +81,10 @@ def serve(host: str, port: int, instance: str | None, workers: int = 1,
 
     from .errors import ConfigError
     from .server import create_app_from_env
-    from .server.production import listen, make_server, no_core_dumps
+    from .server.production import listen, make_server, no_core_dumps, unmap_large_allocations
 
     no_core_dumps()  # before any key is in memory
+    unmap_large_allocations()  # each login's KDF memory goes back to the system after it
     try:
         app = create_app_from_env(instance_path=instance)
         listener = listen(host, port) if listen_fd is None else _inherited(listen_fd)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import platform
 import resource
+import subprocess
+import sys
 
 import pytest
 
@@ -29,3 +32,15 @@ def test_the_servers_own_errors_are_the_apis_json(status: str, code: str) -> Non
     assert b"Content-Type: application/json" in head and b"nosniff" in head
     assert f"Content-Length: {len(body)}".encode() in head
     assert json.loads(body)["error"]["code"] == code
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_large_allocations_are_unmapped_when_freed_under_glibc() -> None:
+    """serve fixes glibc's mmap threshold, so KDF memory leaves the process after a login.
+
+    Run in a child: the setting is process-wide and this one runs the other tests.
+    """
+    code = "from securechat.server.production import unmap_large_allocations as u; print(u())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "True"

@@ -252,6 +252,31 @@ def no_core_dumps() -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+# glibc's mallopt parameter for the size from which malloc maps memory of its own.
+_M_MMAP_THRESHOLD = -3
+
+
+def unmap_large_allocations(threshold: int = 1024 * 1024) -> bool:
+    """Have glibc map every allocation from ``threshold`` bytes up, and unmap it when freed.
+
+    By default glibc raises that threshold after each large free, so a login's KDF memory
+    (19 MiB for Argon2id) is soon taken from the heap and kept there after the login:
+    measured, 20 MB more RSS at rest and at the peak of 8 logins at once (benchmark section
+    9). Mapped, it goes back to the system as each login ends. False off glibc (nothing
+    done there).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        return False
+    return bool(mallopt and mallopt(_M_MMAP_THRESHOLD, threshold) == 1)
+
+
 def raise_open_files_limit(wanted: int) -> None:
     """Allow ``wanted`` open files (each connection is one), up to the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
