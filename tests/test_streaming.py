@@ -191,8 +191,9 @@ def test_reply_answers_this_request_not_a_later_message(
 
     original = messages.append
 
-    def other_tab_right_after(conv_id: str, role: str, content: str, *rest: Any) -> Any:
-        stored = original(conv_id, role, content, *rest)
+    def other_tab_right_after(conv_id: str, role: str, content: str, *rest: Any,
+                              **options: Any) -> Any:
+        stored = original(conv_id, role, content, *rest, **options)
         if content == "mine":  # another tab's message lands before the history is read
             original(conv_id, "user", "from the other tab")
         return stored

@@ -16,7 +16,7 @@ from .. import settings as settings_module
 from .. import store
 from ..backends import make_responder
 from ..errors import ConfigError
-from . import account, auth, capacity, chat, devices, http, limits, maintenance, page
+from . import account, auth, capacity, chat, devices, ghost, http, limits, maintenance, page
 
 log = logging.getLogger("securechat.settings")
 
@@ -98,6 +98,7 @@ def _build(instance: Path, config: Mapping[str, Any] | None,
     app.register_blueprint(account.bp)
     app.register_blueprint(devices.bp)
     app.register_blueprint(chat.bp)
+    app.register_blueprint(ghost.bp)
     app.register_blueprint(page.bp)
     app.add_url_rule("/api/health", "health", _health)
     limits.init_app(app)  # after every route: it wraps the limited views

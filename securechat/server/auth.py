@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from .. import crypto, recovery, store
 from ..protocol import MAX_PASSWORD, USERNAME_RE
-from . import eventlog, keys, limits, sessions
+from . import eventlog, keys, limits, maintenance, sessions
 from .http import fail, json_body, optional_json_body, string_field
 
 bp = Blueprint("auth", __name__, url_prefix="/api")
@@ -73,8 +73,10 @@ def login() -> Response:
                                         t - cfg["SESSION_ABSOLUTE_TIMEOUT"])
     # A bounded number of live sessions per user: logging in in a loop cannot grow them.
     ended += store.keep_recent_sessions(db, user.id, int(cfg["MAX_SESSIONS_PER_USER"]))
+    # The user's retention applies now too, not only at the next sweep.
+    expired = maintenance.expire_conversations(db, t, user.id, user.retention_days)
     eventlog.record("login", user.id, data_key, address=True)
-    if rewrapped or earlier is not None or ended:
+    if rewrapped or earlier is not None or ended or expired:
         store.scrub.now(db)  # the old wraps are gone from every file before the answer
     response = jsonify(username=user.username, csrf_token=csrf)
     sessions.set_cookie(response, cookie)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import uuid
 from typing import Any
@@ -21,20 +22,50 @@ DEFAULT_TITLE = "New conversation"
 MAX_TITLE = 200
 DEFAULT_PAGE, MAX_PAGE = 50, 200
 PAGE_MAX_CHARS = 256 * 1024  # a page may hold fewer than `limit` messages, never more text
+# How far back a reply or an edit looks for the last user message: replies come one at a
+# time, so a conversation's tail holds it unless something odd happened.
+TAIL = 20
 
 
 @bp.post("")
 @login_required
 def create() -> tuple[Response, int]:
     """Create a conversation with an optional title (a default one otherwise)."""
-    title = (optional_string(json_body(), "title") or "").strip() or DEFAULT_TITLE
-    if len(title) > MAX_TITLE:
+    chosen = (optional_string(json_body(), "title") or "").strip()
+    if len(chosen) > MAX_TITLE:
         fail(400, "invalid_title", f"Titles are at most {MAX_TITLE} characters.")
+    # Untitled, it is named after its first message once there is one.
+    title = chosen or DEFAULT_TITLE
     conv_id, created = uuid.uuid4().hex, iso()
     store.create_conversation(store.get_db(), conv_id, g.user_id,
-                              messages.seal_title(conv_id, title), created)
+                              messages.seal_title(conv_id, title), created, titled=bool(chosen))
     return jsonify(id=conv_id, title=title, created_at=created, updated_at=created,
                    starred=False), 201
+
+
+@bp.patch("/<conv_id>")
+@login_required
+def update(conv_id: str) -> Response:
+    """Rename and/or star a conversation; its ``updated_at`` (last message) stays."""
+    data = json_body()
+    unknown = sorted(set(data) - {"title", "starred"})
+    if unknown:
+        fail(400, "invalid_field", f"Unknown field '{unknown[0]}': send 'title' and/or "
+             "'starred'.")
+    if not data:
+        fail(400, "invalid_field", "Send 'title' and/or 'starred'.")
+    title = None
+    if "title" in data:
+        title = string_field(data, "title").strip()
+        if not title or len(title) > MAX_TITLE:
+            fail(400, "invalid_title", f"A title is 1-{MAX_TITLE} characters and not blank.")
+    starred = data.get("starred")
+    if "starred" in data and not isinstance(starred, bool):
+        fail(400, "invalid_field", "'starred' must be true or false.")
+    sealed = None if title is None else messages.seal_title(conv_id, title)
+    if not store.update_conversation(store.get_db(), g.user_id, conv_id, sealed, starred):
+        fail(404, "not_found", "No such conversation.")
+    return jsonify(messages.conversation_json(messages.own_conversation(conv_id)))
 
 
 @bp.get("")
@@ -81,6 +112,15 @@ def delete(conv_id: str) -> Response:
         fail(404, "not_found", "No such conversation.")
     store.scrub.now(store.get_db())  # its ciphertext leaves the -wal file too
     return Response(status=204)
+
+
+def _content(data: dict[str, Any]) -> str:
+    """The message ``content`` of a request body, or 400 when blank or too long."""
+    content = string_field(data, "content")
+    limit = int(current_app.config["MAX_MESSAGE_CHARS"])
+    if not content.strip() or len(content) > limit:
+        fail(400, "invalid_content", f"A message is 1-{limit} characters and not blank.")
+    return content
 
 
 def _limit() -> int:
@@ -134,10 +174,7 @@ def send(conv_id: str) -> Response | tuple[Response, int]:
 
     With ``Accept: text/event-stream`` the reply is streamed as Server-Sent Events.
     """
-    content = string_field(json_body(), "content")
-    limit = int(current_app.config["MAX_MESSAGE_CHARS"])
-    if not content.strip() or len(content) > limit:
-        fail(400, "invalid_content", f"A message is 1-{limit} characters and not blank.")
+    content = _content(json_body())
     messages.own_conversation(conv_id)
     call = BackendCall(g.user_id)  # 429 before anything is stored
     try:
@@ -154,21 +191,70 @@ def send(conv_id: str) -> Response | tuple[Response, int]:
 @bp.post("/<conv_id>/reply")
 @login_required
 def reply_again(conv_id: str) -> Response | tuple[Response, int]:
-    """Ask the backend again for the last user message left without a complete reply.
+    """Answer the last user message again: after a failure, or ``regenerate`` a reply.
 
-    The way to retry after a 502/503/504 or a cut-off stream; no body is needed. Streams
-    like sending does with ``Accept: text/event-stream``.
+    ``{}`` (or no body) answers a last user message left without a complete reply: the
+    way to retry after a 502/503/504 or a cut-off stream. ``{"regenerate": true}``
+    replaces the last reply with a new one; the old one stays if the backend gives
+    nothing. Streams like sending does with ``Accept: text/event-stream``.
     """
-    optional_json_body()
+    data = optional_json_body()
+    unknown = sorted(set(data) - {"regenerate"})
+    if unknown:
+        fail(400, "invalid_field", f"Unknown field '{unknown[0]}'.")
+    regenerate = data.get("regenerate", False)
+    if not isinstance(regenerate, bool):
+        fail(400, "invalid_field", "'regenerate' must be true or false.")
     messages.own_conversation(conv_id)
-    last = store.page_messages(store.get_db(), conv_id, 1)
-    if not last or (last[0].role == "assistant" and last[0].status == records.COMPLETE):
-        fail(409, "nothing_to_answer", "The last message already has a reply.")
+    db = store.get_db()
+    tail = store.page_messages(db, conv_id, TAIL)
+    replies = list(itertools.takewhile(lambda m: m.role == "assistant", reversed(tail)))
+    if len(replies) == len(tail) or (replies and not regenerate
+                                      and replies[0].status == records.COMPLETE):
+        # No user message (in reach) to answer, or it has its reply and none was asked for.
+        fail(409, "nothing_to_answer", "The last message already has a reply."
+             if tail else "There is no message to answer.")
+    # Regenerating replaces the replies after the user message; otherwise a reply cut
+    # short stays where it is and the new one follows it. Only if the conversation still
+    # ends where it did when read: a message sent meanwhile is never deleted (409).
+    replace = (store.Replace(replies[-1].position, tail[-1].position + 1)
+               if regenerate and replies else None)
     call = BackendCall(g.user_id)
     try:
         call.start()
-        history = stream.recent_history(conv_id)
+        through = tail[len(tail) - len(replies) - 1].position
+        history = stream.recent_history(conv_id, through=through)
     except BaseException:
         call.release()
         raise
-    return stream.answer(conv_id, history, call)
+    return stream.answer(conv_id, history, call, replace)
+
+
+@bp.put("/<conv_id>/messages/<msg_id>")
+@login_required
+def edit(conv_id: str, msg_id: str) -> Response | tuple[Response, int]:
+    """Edit the last user message and ask again: what followed it is deleted.
+
+    Only the last user message can be edited (409 for an earlier one); the edited
+    message takes its place (a new id, positions reused) and is stored before the
+    backend is asked, as a sent one is.
+    """
+    content = _content(json_body())
+    messages.own_conversation(conv_id)
+    db = store.get_db()
+    tail = store.page_messages(db, conv_id, TAIL)
+    last_user = next((m for m in reversed(tail) if m.role == "user"), None)
+    if last_user is None or last_user.id != msg_id:
+        if store.find_message(db, conv_id, msg_id) is None:
+            fail(404, "not_found", "No such message.")
+        fail(409, "not_last_user_message", "Only your last message can be edited.")
+    call = BackendCall(g.user_id)  # 429 before anything is stored
+    try:
+        replace = store.Replace(last_user.position, tail[-1].position + 1)
+        message, position = messages.append(conv_id, "user", content, replace=replace)
+        call.start()
+        history = stream.recent_history(conv_id, through=position)
+    except BaseException:
+        call.release()
+        raise
+    return stream.answer(conv_id, history, call, message=message)

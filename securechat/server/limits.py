@@ -31,7 +31,7 @@ from .sessions import load_session
 log = logging.getLogger(__name__)
 
 # Views that ask the AI backend share one budget per user (retrying is not a way around it).
-BACKEND_ENDPOINTS = ("chat.send", "chat.reply_again")
+BACKEND_ENDPOINTS = ("chat.send", "chat.reply_again", "chat.edit", "ghost.ghost")
 
 
 def client_address() -> str:

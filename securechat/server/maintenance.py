@@ -1,10 +1,12 @@
-"""Housekeeping every ``PURGE_INTERVAL``: expired sessions leave the database and its files.
+"""Housekeeping every ``PURGE_INTERVAL``: what has expired leaves the database and its files.
 
 A session that times out is refused when it is presented; one that is never presented
-again would otherwise keep its key wrap on disk until the next login or restart. Each
-server process sweeps at start, at every login, and at least every ``PURGE_INTERVAL``:
-``serve`` from a loop of its own (an idle server too), any other WSGI server at the first
-request after the interval.
+again would otherwise keep its key wrap on disk until the next login or restart. And a
+user who keeps conversations for N days (``retention_days``) has their unstarred ones
+with no message for N days deleted. Each server process sweeps at start, at every login
+(that user's conversations), and at least every ``PURGE_INTERVAL``: ``serve`` from a loop
+of its own (an idle server too), any other WSGI server at the first request after the
+interval. Every sweep is idempotent: processes sharing a database may run them at once.
 """
 
 from __future__ import annotations
@@ -17,22 +19,40 @@ from collections.abc import Callable
 from flask import Flask, current_app
 
 from .. import store
+from .sessions import iso
 
 log = logging.getLogger(__name__)
 
 
+DAY = 86400
+
+
 def purge(app: Flask) -> int:
-    """Delete sessions past their timeouts, then scrub the files; return how many went."""
+    """Delete expired sessions and conversations, then scrub the files; return how many."""
     cfg = app.config
     with app.app_context():
         db = store.get_db()
         now = float((cfg.get("CLOCK") or time.time)())
         gone = store.delete_stale_sessions(db, now - cfg["SESSION_IDLE_TIMEOUT"],
                                            now - cfg["SESSION_ABSOLUTE_TIMEOUT"])
+        for user_id, days in store.retention_policies(db):
+            gone += expire_conversations(db, now, user_id, days)
         if gone:
             store.scrub.now(db)
     app.extensions["securechat.purged_at"] = time.monotonic()
     return gone
+
+
+def expire_conversations(db: store.Database, now: float, user_id: str,
+                         days: int | None) -> int:
+    """Delete the user's unstarred conversations idle ``days`` or more; how many went.
+
+    The caller scrubs the files afterwards (one scrub for a whole sweep).
+    """
+    if days is None:
+        return 0
+    # The same format as every updated_at: the strings compare as the times do.
+    return store.delete_idle_conversations(db, user_id, iso(now - days * DAY))
 
 
 def init_app(app: Flask) -> None:

@@ -15,6 +15,8 @@ from .. import crypto, records, store
 from .http import Abort, fail
 from .sessions import iso
 
+MAX_DEFAULT_TITLE = 60
+
 
 def seal_title(conv_id: str, title: str) -> bytes:
     """A conversation title, sealed for the user."""
@@ -52,27 +54,46 @@ def own_conversation(conv_id: str) -> store.Conversation:
     return conv
 
 
-def append(conv_id: str, role: str, content: str,
-           status: str = records.COMPLETE) -> tuple[dict[str, Any], int]:
-    """Seal and append a message; return it as shown and its position (404 if gone)."""
+def default_title(content: str) -> str:
+    """What an untitled conversation is called: its first message's first line, short."""
+    line = next((ln for ln in content.splitlines() if ln.strip()), content)
+    words = " ".join(line.split())
+    return words if len(words) <= MAX_DEFAULT_TITLE else words[:MAX_DEFAULT_TITLE - 1] + "…"
+
+
+def append(conv_id: str, role: str, content: str, status: str = records.COMPLETE,
+           replace: store.Replace | None = None) -> tuple[dict[str, Any], int]:
+    """Seal and append a message; return it as shown and its position (404 if gone).
+
+    ``replace``: put it there instead, deleting what followed (409 if a message came
+    since). A user's first message names a conversation no one has titled.
+    """
     msg_id, created = uuid.uuid4().hex, iso()
 
     def seal(position: int) -> bytes:
         ad = records.message_ad(g.user_id, conv_id, position, role, status)
         return crypto.seal(g.data_key, content.encode("utf-8"), ad)
 
-    position = store.append_message(store.get_db(), g.user_id, conv_id, msg_id, role,
-                                    seal, created, status)
+    def title() -> bytes:
+        return seal_title(conv_id, default_title(content))
+
+    try:
+        position = store.append_message(store.get_db(), g.user_id, conv_id, msg_id, role,
+                                        seal, created, status, replace,
+                                        title if role == "user" else None)
+    except store.Conflict:
+        fail(409, "conflict", "The conversation changed meanwhile (another tab?); "
+             "reload it and try again.")
     if position is None:
         fail(404, "not_found", "No such conversation.")
     return shown(msg_id, role, content, created, status), position
 
 
-def keep_partial(conv_id: str, text: str) -> None:
+def keep_partial(conv_id: str, text: str, replace: store.Replace | None = None) -> None:
     """Store a reply cut short, marked incomplete (nothing when nothing was generated)."""
     if not text:
         return
     try:
-        append(conv_id, "assistant", text, records.INCOMPLETE)
+        append(conv_id, "assistant", text, records.INCOMPLETE, replace)
     except Abort:
-        pass  # the conversation was deleted meanwhile: there is nowhere to keep it
+        pass  # deleted or changed meanwhile: there is nowhere to keep it

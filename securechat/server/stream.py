@@ -7,7 +7,7 @@ The user's message is stored before the backend is asked; a backend failure answ
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Response, current_app, jsonify, request, stream_with_context
@@ -53,31 +53,73 @@ def wants_stream() -> bool:
 
 
 def answer(conv_id: str, history: list[Turn], call: BackendCall,
-           **shown: Any) -> Response | tuple[Response, int]:
-    """Ask the backend (streamed or not), holding ``call``'s slots until the answer is done."""
+           replace: store.Replace | None = None, **shown: Any) -> Response | tuple[Response, int]:
+    """Ask the backend (streamed or not), holding ``call``'s slots until the answer is done.
+
+    The reply is stored at the end of the conversation, or in place of what ``replace``
+    names (a regenerated reply).
+    """
     if wants_stream():
-        return _stream_reply(conv_id, history, call)  # freed when the response closes
+        # Freed when the response closes.
+        return _stream_reply(history, call,
+                             lambda text: _store_reply_event(conv_id, text, replace),
+                             lambda parts: _keep_partial(conv_id, parts, replace))
     try:
-        return jsonify(**shown, reply=_ask(conv_id, history)), 201
+        return jsonify(**shown, reply=_ask(conv_id, history, replace)), 201
     finally:
         call.release()
 
 
-def _ask(conv_id: str, history: list[Turn]) -> dict[str, Any]:
+def answer_unstored(history: list[Turn], call: BackendCall) -> Response | tuple[Response, int]:
+    """Ask the backend for a reply that is never stored (a ghost chat), JSON or SSE.
+
+    Nothing of it is written anywhere: no row, no security event, and no log line holding
+    its content or its length.
+    """
+    if wants_stream():
+        return _stream_reply(history, call, _unstored_done, lambda parts: None)
+    try:
+        try:
+            text = responder().reply(history)
+        except BackendError as e:
+            if not e.partial:
+                fail(e.status, e.code, e.message)
+            # Cut by a bound: nowhere to keep it but in the answer, marked.
+            return jsonify(reply=_unstored(e.partial, incomplete=True)), 200
+        return jsonify(reply=_unstored(text)), 200
+    finally:
+        call.release()
+
+
+def _unstored(text: str, incomplete: bool = False) -> dict[str, Any]:
+    reply: dict[str, Any] = {"role": "assistant", "content": text}
+    if incomplete:
+        reply["incomplete"] = True
+    return reply
+
+
+def _unstored_done(text: str) -> bytes:
+    return protocol.encode("done", _unstored(text))
+
+
+def _ask(conv_id: str, history: list[Turn], replace: store.Replace | None) -> dict[str, Any]:
     """Ask the backend for the whole reply and store it; backend failures become 502/503/504."""
     try:
         text = responder().reply(history)
     except BackendError as e:
         # A reply cut by a bound is kept, marked incomplete, as a stream's would be.
-        messages.keep_partial(conv_id, e.partial)
+        messages.keep_partial(conv_id, e.partial, replace)
         fail(e.status, e.code, e.message)
-    return messages.append(conv_id, "assistant", text)[0]
+    return messages.append(conv_id, "assistant", text, replace=replace)[0]
 
 
-def _stream_reply(conv_id: str, history: list[Turn], call: BackendCall) -> Response:
+def _stream_reply(history: list[Turn], call: BackendCall, finish: Callable[[str], bytes],
+                  keep: Callable[[list[str]], None]) -> Response:
     """Answer Server-Sent Events: ``delta`` per chunk, then ``done`` (or ``error``).
 
-    The backend slot ``call`` is held until the response is closed, however it ends.
+    ``finish`` settles the whole reply into the closing event (storing it, or not);
+    ``keep`` keeps what a reply cut short had generated. The backend slot ``call`` is held
+    until the response is closed, however it ends.
     """
 
     def events() -> Iterator[bytes]:
@@ -94,23 +136,24 @@ def _stream_reply(conv_id: str, history: list[Turn], call: BackendCall) -> Respo
                     yield protocol.encode("delta", {"content": chunk})
             except BackendError as e:
                 final = _error_event(e.code, e.message)
-                _keep_partial(conv_id, parts)
+                keep(parts)
             else:
-                final = _store_reply_event(conv_id, "".join(parts))
+                final = finish("".join(parts))
         except Exception as e:  # the headers are sent: report, do not vanish
             # A bug or a database failure mid-stream: the client still gets the contract's
             # error event, and the server log gets the traceback.
             log.error("unhandled %s while streaming a reply", type(e).__name__, exc_info=e)
             final = _error_event("internal_error", "Internal server error.")
-            _keep_partial(conv_id, parts)
+            keep(parts)
         finally:
             # Closing the backend's stream stops its generation when the client left.
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
             if final is None:
-                # GeneratorExit: the client went away mid-stream; keep what was generated.
-                _keep_partial(conv_id, parts)
+                # GeneratorExit: the client went away mid-stream (or pressed Stop): keep
+                # what was generated.
+                keep(parts)
         yield final
 
     response = Response(stream_with_context(events()), mimetype=protocol.CONTENT_TYPE)
@@ -125,17 +168,19 @@ def _error_event(code: str, message: str) -> bytes:
     return protocol.encode("error", {"error": {"code": code, "message": message}})
 
 
-def _store_reply_event(conv_id: str, text: str) -> bytes:
+def _store_reply_event(conv_id: str, text: str, replace: store.Replace | None) -> bytes:
     """Store the finished reply; the ``done`` event, or ``error`` if the conversation went."""
     try:
-        return protocol.encode("done", messages.append(conv_id, "assistant", text)[0])
+        return protocol.encode("done", messages.append(conv_id, "assistant", text,
+                                                       replace=replace)[0])
     except Abort as e:
-        # Deleted while the reply was streaming: the headers are long sent, so say it here.
+        # Deleted (or changed) while the reply was streaming: the headers are long sent,
+        # so say it here.
         return _error_event(e.slug, str(e.description))
 
 
-def _keep_partial(conv_id: str, parts: list[str]) -> None:
+def _keep_partial(conv_id: str, parts: list[str], replace: store.Replace | None) -> None:
     try:
-        messages.keep_partial(conv_id, "".join(parts))
+        messages.keep_partial(conv_id, "".join(parts), replace)
     except Exception as e:  # runs while an error event is being sent: log, carry on
         log.error("could not keep a partial reply: %s", type(e).__name__, exc_info=e)
