@@ -3,7 +3,9 @@
 Password checks are limited per client address and per username, counting failures
 (:class:`LoginGuard`), and successful logins per account; registration per address;
 creating conversations and asking the AI backend per user. Counters live in
-``RATELIMIT_STORAGE_URI`` (``memory://`` for one process, ``redis://…`` for several).
+``RATELIMIT_STORAGE_URI`` (``memory://`` for one process, ``redis://…`` for several, where
+the one-login-per-username guard is a lease too). With Redis unreachable every limited
+request is refused with a JSON 503: the limits fail closed, never open.
 """
 
 from __future__ import annotations
@@ -11,21 +13,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from limits import RateLimitItem, parse_many
-from limits.errors import ConfigurationError
+from limits.errors import ConfigurationError, StorageError
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..errors import ConfigError
 from ..protocol import USERNAME_RE, client_key
-from .http import Abort, fail
+from . import leases
+from .http import Abort, error_response, fail
 from .sessions import load_session
 
 log = logging.getLogger(__name__)
@@ -65,14 +67,15 @@ class LoginGuard:
     attempt takes its unit first, from the address's and the username's budget of
     failures; a successful login gives both back (people who log in often are never
     blocked) and takes one from the account's budget of successes instead. One login per
-    username is answered at a time. Every route that checks a password goes through here.
+    username is answered at a time (``one_at_a_time``: a cap of 1 per username, in Redis
+    when the limits are). Every route that checks a password goes through here.
     """
 
-    def __init__(self, limiter: Limiter, failed: str, succeeded: str) -> None:
+    def __init__(self, limiter: Limiter, failed: str, succeeded: str,
+                 one_at_a_time: leases.PerKeyCap) -> None:
         self._strategy = FixedWindowRateLimiter(limiter.storage)
         self._failed, self._succeeded = parse_many(failed), parse_many(succeeded)
-        self._busy: set[str] = set()
-        self._lock = threading.Lock()
+        self._busy = one_at_a_time
 
     @contextlib.contextmanager
     def attempt(self, address: str, username: str) -> Iterator[None]:
@@ -104,16 +107,14 @@ class LoginGuard:
 
     @contextlib.contextmanager
     def _one_at_a_time(self, username: str) -> Iterator[None]:
-        with self._lock:
-            if username in self._busy:
-                fail(429, "rate_limited", "Another login for this account is in progress.",
-                     {"Retry-After": "1"})
-            self._busy.add(username)
+        lease = self._busy.acquire(username)
+        if lease is None:
+            fail(429, "rate_limited", "Another login for this account is in progress.",
+                 {"Retry-After": "1"})
         try:
             yield
         finally:
-            with self._lock:
-                self._busy.discard(username)
+            lease.release()
 
     def _give_back(self, taken: list[tuple[RateLimitItem, str, float]]) -> None:
         for limit, key, window in taken:
@@ -136,6 +137,17 @@ def _refuse(wait: int) -> NoReturn:
     fail(429, "rate_limited", "Too many requests; slow down.", {"Retry-After": str(wait)})
 
 
+def _store_down(e: StorageError) -> Response:
+    """Redis failed while counting: refuse (503), never let the request through uncounted."""
+    # One line, no traceback: an outage is the operator's to fix, not a bug in the code.
+    log.warning("the rate-limit store failed (%s) on %s %s: answered 503",
+                type(e.storage_error).__name__, request.method, request.path)
+    response = error_response(503, "unavailable", "The server cannot check its limits right "
+                              "now; try again in a moment.")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 def login_attempt(username: object) -> contextlib.AbstractContextManager[None]:
     """Count a password check for this request's address and ``username`` (see LoginGuard)."""
     guard: LoginGuard | None = current_app.extensions["securechat.login_guard"]
@@ -155,15 +167,18 @@ def init_app(app: Flask) -> Limiter:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=cfg["PROXY_FIX"],  # type: ignore[method-assign]
                                 x_proto=0, x_host=0, x_port=0, x_prefix=0)
     try:
+        # With Redis: the pool (and key prefix) capacity.init_app connected and checked.
         limiter = Limiter(client_address, app=app, storage_uri=cfg["RATELIMIT_STORAGE_URI"],
+                          storage_options=leases.storage_options(app),
                           headers_enabled=True, enabled=bool(cfg["RATELIMIT_ENABLED"]))
     except ConfigurationError as e:
         raise ConfigError(f"RATELIMIT_STORAGE_URI cannot be used: {e}") from e
     app.extensions["securechat.limiter"] = limiter
     # A disabled limiter has no storage to count in.
     app.extensions["securechat.login_guard"] = LoginGuard(
-        limiter, cfg["LOGIN_RATE_LIMIT"], cfg["LOGIN_SUCCESS_RATE_LIMIT"]
-    ) if limiter.enabled else None
+        limiter, cfg["LOGIN_RATE_LIMIT"], cfg["LOGIN_SUCCESS_RATE_LIMIT"],
+        leases.per_key(app, "login", 1)) if limiter.enabled else None
+    app.register_error_handler(StorageError, _store_down)
     chat = limiter.shared_limit(cfg["CHAT_RATE_LIMIT"], scope="backend", key_func=session_user)
     rules: dict[str, list[Callable[[Callable[..., Any]], Callable[..., Any]]]] = {
         "auth.register": [limiter.limit(cfg["REGISTER_RATE_LIMIT"], key_func=client_address)],
