@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -124,8 +125,11 @@ class _LocalLease:
 class RedisLeases:
     """Leases kept in Redis under ``prefix``, renewed by one background thread while held.
 
-    The thread runs only while this process holds a lease (it ends with the last one), so
-    an idle app leaves nothing running.
+    The thread also deletes leases whose fate is unknown: a take or a release that failed
+    may still reach Redis later (a command that timed out here can arrive late), so such a
+    lease is deleted again each round until its TTL has surely passed, and a slot comes
+    back soon after Redis does. The thread runs only while there is such work (it ends
+    with the last lease), so an idle app leaves nothing running.
     """
 
     def __init__(self, client: redis.Redis, prefix: str, ttl: float) -> None:
@@ -136,6 +140,7 @@ class RedisLeases:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._live: dict[str, _RedisLease] = {}
+        self._unsure: dict[str, tuple[str, float]] = {}  # lease id -> (key, delete until)
         self._lock = threading.Lock()
         self._renewer: threading.Thread | None = None
         self._closed = threading.Event()
@@ -155,27 +160,26 @@ class RedisLeases:
         try:
             taken = self._acquire(keys=[redis_key], args=[size, self._ttl_ms, lease_id])
         except self._error as e:
+            self._delete_later(redis_key, lease_id)
             raise StorageError(e) from e
         if not taken:
             return None
         lease = _RedisLease(self, redis_key, lease_id)
         with self._lock:
             self._live[lease_id] = lease
-            if self._renewer is None and not self._closed.is_set():
-                self._renewer = threading.Thread(target=self._renew_while_held, daemon=True,
-                                                 name="securechat-lease-renewer")
-                self._renewer.start()
+            self._start_renewer()
         return lease
 
     def give_back(self, lease: _RedisLease) -> None:
-        """Delete ``lease`` from Redis; if Redis fails, its TTL frees it (never raises)."""
+        """Delete ``lease`` from Redis; if Redis fails, later (never raises)."""
         with self._lock:
             self._live.pop(lease.lease_id, None)
         try:
             self.client.zrem(lease.redis_key, lease.lease_id)
         except self._error as e:
-            log.warning("could not release a lease in Redis (%s): it frees itself within "
-                        "LEASE_TTL", type(e).__name__)
+            log.warning("could not release a lease in Redis (%s): retried until it answers; "
+                        "the lease frees itself within LEASE_TTL anyway", type(e).__name__)
+            self._delete_later(lease.redis_key, lease.lease_id)
 
     @property
     def held(self) -> int:
@@ -191,31 +195,50 @@ class RedisLeases:
         self.client.close()
         self.client.connection_pool.disconnect()
 
+    def _delete_later(self, redis_key: str, lease_id: str) -> None:
+        until = time.monotonic() + self.ttl + 2 * REDIS_TIMEOUT
+        with self._lock:
+            self._unsure[lease_id] = (redis_key, until)
+            self._start_renewer()
+
+    def _start_renewer(self) -> None:
+        # Called with self._lock held.
+        if self._renewer is None and not self._closed.is_set():
+            self._renewer = threading.Thread(target=self._renew_while_held, daemon=True,
+                                             name="securechat-lease-renewer")
+            self._renewer.start()
+
     def _renew_while_held(self) -> None:
         me = threading.current_thread()
         try:
             while not self._closed.wait(self.ttl / 3):
+                now = time.monotonic()
                 with self._lock:
                     held = list(self._live.values())
-                    if not held:
-                        # Decided under the lock take() starts threads under: a lease
-                        # taken from now on starts a new thread.
+                    self._unsure = {i: v for i, v in self._unsure.items() if v[1] > now}
+                    unsure = list(self._unsure.items())
+                    if not held and not unsure:
+                        # Decided under the lock new work starts threads under: work
+                        # arriving from now on starts a new thread.
                         self._renewer = None
                         return
-                self._renew_all(held)
+                self._renew_all(held, unsure)
         finally:
             with self._lock:
-                if self._renewer is me:  # closed, or a bug: let a later lease start one
+                if self._renewer is me:  # closed, or a bug: let later work start one
                     self._renewer = None
 
-    def _renew_all(self, held: list[_RedisLease]) -> None:
+    def _renew_all(self, held: list[_RedisLease],
+                   unsure: list[tuple[str, tuple[str, float]]]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for lease in held:
             self._renew(keys=[lease.redis_key], args=[self._ttl_ms, lease.lease_id], client=pipe)
+        for lease_id, (redis_key, _) in unsure:
+            pipe.zrem(redis_key, lease_id)
         try:
-            renewed = pipe.execute()
+            answers = pipe.execute()
         except self._error as e:
-            if not self._failing:  # one line per outage, not one per tick
+            if not self._failing:  # one line per outage, not one per round
                 log.warning("cannot renew leases in Redis (%s): slots held here free "
                             "themselves if it lasts past LEASE_TTL", type(e).__name__)
                 self._failing = True
@@ -223,7 +246,7 @@ class RedisLeases:
         if self._failing:
             log.warning("renewing leases in Redis works again")
             self._failing = False
-        for lease, ok in zip(held, renewed, strict=True):
+        for lease, ok in zip(held, answers[:len(held)], strict=True):
             with self._lock:
                 lost = not ok and self._live.pop(lease.lease_id, None) is not None
             if lost:
