@@ -272,6 +272,9 @@ def _storage(name: str, value: str) -> None:
         raise ConfigError(f"{name} has a port that is not a number") from None
     if parts.scheme in ("redis", "rediss") and not parts.hostname:
         raise ConfigError(f"{name} must name a host, as in redis://host:6379/0")
+    if parts.scheme in ("redis", "rediss") and not re.fullmatch(r"/?[0-9]*", parts.path):
+        # redis-py would quietly use database 0 for anything else.
+        raise ConfigError(f"{name} must end in a database number, as in redis://host:6379/0")
     if parts.scheme == "redis+unix" and not parts.path:
         raise ConfigError(f"{name} must name a socket, as in redis+unix:///run/redis.sock")
 

@@ -352,6 +352,30 @@ def test_with_redis_down_a_backend_call_is_refused_before_storing(
     assert alice.history(conv) == []
 
 
+def test_redis_failing_between_the_check_and_the_answer_is_no_error(
+        make_app: Callable[..., Flask], proxy: RedisProxy,
+        caplog: pytest.LogCaptureFixture) -> None:
+    app = make_app(url=proxy.url, RATELIMIT_ENABLED=True)
+
+    cuts = [True]
+
+    def redis_goes_down(response: Any) -> Any:
+        if cuts:  # once: after the view, before Flask-Limiter reads the limit for its headers
+            proxy.cut()
+            cuts.clear()
+        return response
+
+    app.after_request(redis_goes_down)  # runs before the hooks registered earlier
+    answer = AuthActions(app.test_client()).register("bob")
+    # Counted before Redis went: the account is made; only the limit's headers are missing.
+    assert answer.status_code == 201, answer.text
+    assert "X-RateLimit-Limit" not in answer.headers
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert "answered without rate-limit headers" in caplog.text
+    proxy.restore()
+    assert "X-RateLimit-Limit" in AuthActions(app.test_client()).register("carol").headers
+
+
 # --- settings: checked at start -----------------------------------------------------------
 
 

@@ -148,6 +148,26 @@ def _store_down(e: StorageError) -> Response:
     return response
 
 
+def _read_limit_for_headers(response: Response) -> Response:
+    """Read what Flask-Limiter's headers show now; without Redis, answer without them.
+
+    Redis failing after the check but before the answer would otherwise fail Flask-Limiter's
+    after-request hook, where no error handler applies: a 500 with a traceback. The
+    request was counted already; only its ``X-RateLimit-*`` headers are left out.
+    """
+    limiter: Limiter = current_app.extensions["securechat.limiter"]
+    current = limiter.current_limit
+    if current is not None:
+        try:
+            current.reset_at  # noqa: B018 - computed once and kept for the headers
+        except StorageError as e:
+            log.warning("the rate-limit store failed (%s) on %s %s after the check: "
+                        "answered without rate-limit headers",
+                        type(e.storage_error).__name__, request.method, request.path)
+            limiter.context.reset()
+    return response
+
+
 def login_attempt(username: object) -> contextlib.AbstractContextManager[None]:
     """Count a password check for this request's address and ``username`` (see LoginGuard)."""
     guard: LoginGuard | None = current_app.extensions["securechat.login_guard"]
@@ -179,6 +199,9 @@ def init_app(app: Flask) -> Limiter:
         limiter, cfg["LOGIN_RATE_LIMIT"], cfg["LOGIN_SUCCESS_RATE_LIMIT"],
         leases.per_key(app, "login", 1)) if limiter.enabled else None
     app.register_error_handler(StorageError, _store_down)
+    # Registered after Flask-Limiter's own hook, so it runs before it (Flask runs them
+    # in reverse): the headers' numbers are read here, where a failure can be caught.
+    app.after_request(_read_limit_for_headers)
     chat = limiter.shared_limit(cfg["CHAT_RATE_LIMIT"], scope="backend", key_func=session_user)
     rules: dict[str, list[Callable[[Callable[..., Any]], Callable[..., Any]]]] = {
         "auth.register": [limiter.limit(cfg["REGISTER_RATE_LIMIT"], key_func=client_address)],
