@@ -118,13 +118,15 @@ class LoginGuard:
 
     def _give_back(self, taken: list[tuple[RateLimitItem, str, float]]) -> None:
         for limit, key, window in taken:
-            # Only into the window the unit came from: given back after it rolled over, it
-            # would be a credit (a negative count) in the next one.
-            if self._window(limit, key) == window:
+            # Only into the window the unit came from, while it surely lasts: given back
+            # after it rolled over, it would be a credit (a negative count) in the next one.
+            # Redis tells a window's end to the second only (and anew each time it is
+            # asked), so the ends are compared with a second's margin, never for equality.
+            if time.time() < window - 1 and self._window(limit, key) < window + 1.5:
                 self._strategy.hit(limit, "login-failed", key, cost=-1)
 
     def _window(self, limit: RateLimitItem, key: str) -> float:
-        """When the current window of ``limit`` for ``key`` ends (it names the window)."""
+        """When the current window of ``limit`` for ``key`` ends (to the second, with Redis)."""
         return self._strategy.get_window_stats(limit, "login-failed", key).reset_time
 
     def _wait(self, limit: RateLimitItem, *keys: str) -> int:
