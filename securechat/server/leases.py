@@ -319,16 +319,16 @@ def _where(uri: str) -> str:
     parts = urlsplit(uri)
     if parts.scheme == "redis+unix":
         return parts.path
+    port: int | str
     try:
         port = parts.port or 6379
-    except ValueError:
+    except ValueError:  # settings refuse it; connect() may be called without them
         port = "?"
     return f"{parts.hostname}:{port}{parts.path or ''}"
 
 
 def init_app(app: Flask) -> None:
-    """Connect to Redis when ``RATELIMIT_STORAGE_URI`` names it (refusing to start if it
-    cannot be reached); otherwise leases are counted in this process."""
+    """Use Redis when ``RATELIMIT_STORAGE_URI`` names it (ConfigError if it does not answer)."""
     cfg = app.config
     uri = cfg["RATELIMIT_STORAGE_URI"]
     if not is_redis(uri):
