@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import re
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -75,7 +76,11 @@ class Settings:
     CHAT_RATE_LIMIT: str = _s("30 per minute", kind="limit")
     CREATE_RATE_LIMIT: str = _s("60 per minute;1000 per day", kind="limit")
     RATELIMIT_ENABLED: bool = _s(True)
-    RATELIMIT_STORAGE_URI: str = _s("memory://")
+    RATELIMIT_STORAGE_URI: str = _s("memory://", kind="storage")
+    # With Redis: every key securechat writes there starts with this (apps may share one
+    # Redis), and a slot a dead process held frees itself after LEASE_TTL seconds.
+    REDIS_KEY_PREFIX: str = _s("securechat", kind="prefix")
+    LEASE_TTL: float = _s(30.0, lo=1, hi=3600)
     PROXY_FIX: int = _s(0, lo=0, hi=10)  # trusted reverse proxies in front
     # Concurrency caps and bounds of work.
     MAX_STREAMS: int = _s(1500, lo=1, hi=100_000)
@@ -265,7 +270,38 @@ def _url(name: str, value: str) -> None:
         raise ConfigError(f"{name} must be an http(s) URL, not {value!r}")
 
 
-_KINDS: dict[str, Callable[[str, Any], None]] = {"limit": _limit, "url": _url}
+STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
+
+
+def _storage(name: str, value: str) -> None:
+    # The value is never echoed: a Redis URL may carry a password.
+    parts = urlsplit(value)
+    if parts.scheme not in STORAGE_SCHEMES:
+        raise ConfigError(f"{name} must be memory:// or a Redis URL (redis://, rediss://, "
+                          f"redis+unix://), not a {parts.scheme or 'scheme-less'} URL")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{name} has a port that is not a number") from None
+    if parts.scheme in ("redis", "rediss") and not parts.hostname:
+        raise ConfigError(f"{name} must name a host, as in redis://host:6379/0")
+    if parts.scheme in ("redis", "rediss") and not re.fullmatch(r"/?[0-9]*", parts.path):
+        # redis-py would quietly use database 0 for anything else.
+        raise ConfigError(f"{name} must end in a database number, as in redis://host:6379/0")
+    if parts.scheme == "redis+unix" and not parts.path:
+        raise ConfigError(f"{name} must name a socket, as in redis+unix:///run/redis.sock")
+
+
+_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _prefix(name: str, value: str) -> None:
+    if not _PREFIX.fullmatch(value):
+        raise ConfigError(f"{name} must be 1-64 of A-Z a-z 0-9 _ . : -, not {value!r}")
+
+
+_KINDS: dict[str, Callable[[str, Any], None]] = {
+    "limit": _limit, "url": _url, "storage": _storage, "prefix": _prefix}
 
 
 def _build(values: dict[str, Any]) -> Settings:

@@ -213,10 +213,13 @@ def test_slots_queue_is_bounded() -> None:
 
 def test_per_key_forgets_idle_keys() -> None:
     caps = PerKey(2)
-    assert caps.acquire("a") and caps.acquire("a") and not caps.acquire("a")
-    assert caps.acquire("b")
-    for key in ("a", "a", "b"):
-        caps.release(key)
+    held = [caps.acquire("a"), caps.acquire("a")]
+    assert all(held) and caps.acquire("a") is None
+    held.append(caps.acquire("b"))
+    for lease in held:
+        assert lease is not None
+        lease.release()
+        lease.release()  # a second release gives nothing back twice
     assert caps._held == {}
 
 

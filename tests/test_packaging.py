@@ -15,6 +15,8 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+; the check itself is ve
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 REQ = re.compile(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?\s*(>=\s*([0-9.]+))?")
+# Where conda-forge's name differs from PyPI's ("redis" there is the server itself).
+CONDA_NAMES = {"redis": "redis-py"}
 
 
 def requirements() -> dict[str, str | None]:
@@ -47,7 +49,8 @@ def conda_requirements() -> dict[str, str | None]:
 
 def test_environment_yml_matches_pyproject() -> None:
     conda = conda_requirements()
-    for name, bound in requirements().items():
+    for pypi_name, bound in requirements().items():
+        name = CONDA_NAMES.get(pypi_name, pypi_name)
         assert name in conda, f"{name} missing from environment.yml"
         assert conda[name] == bound, f"{name}: pyproject >={bound}, environment.yml >={conda[name]}"
     env = yaml.safe_load((ROOT / "environment.yml").read_text())

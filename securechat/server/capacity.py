@@ -4,7 +4,9 @@ Rate limits count requests over time; these count requests *in progress*: passwo
 runs (each holds up to 128 MiB and a worker), and calls to the AI backend (a stream may
 last minutes). Past a cap the answer comes at once (429 for one user's own excess, 503 +
 ``Retry-After`` when the server as a whole is full), so worker threads stay free for
-everything else, ``/api/health`` included.
+everything else, ``/api/health`` included. The KDF and server-wide caps guard this
+process's memory and threads, so they count here; a user's calls count in Redis when the
+app has one (:mod:`securechat.server.leases`), so the cap holds across every process.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from contextlib import contextmanager
 
 from flask import Flask, current_app, g
 
+from . import leases
 from .http import busy, fail
+from .leases import Lease, PerKey, PerKeyCap
+
+__all__ = ["BackendCall", "PerKey", "Slots", "init_app", "kdf_slot"]
 
 KDF_BUSY_MESSAGE = "The server is busy checking other passwords; try again in a moment."
 
@@ -57,39 +63,15 @@ class Slots:
         return self._held
 
 
-class PerKey:
-    """At most ``size`` holders per key (e.g. per user); never waits."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._held: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def acquire(self, key: str) -> bool:
-        """Take a slot for ``key``; False when it has ``size`` already."""
-        with self._lock:
-            if self._held.get(key, 0) >= self.size:
-                return False
-            self._held[key] = self._held.get(key, 0) + 1
-            return True
-
-    def release(self, key: str) -> None:
-        """Give ``key``'s slot back (the key is forgotten at zero: bounded memory)."""
-        with self._lock:
-            left = self._held.get(key, 0) - 1
-            if left > 0:
-                self._held[key] = left
-            else:
-                self._held.pop(key, None)
-
-
 def init_app(app: Flask) -> None:
-    """Create the app's caps from its settings."""
+    """Create the app's caps from its settings (connecting to Redis when it has one)."""
     cfg = app.config
+    leases.init_app(app)
     app.extensions["securechat.kdf_slots"] = Slots(
         int(cfg["KDF_CONCURRENCY"]), float(cfg["KDF_MAX_WAIT"]), int(cfg["KDF_QUEUE"]))
     app.extensions["securechat.backend_slots"] = Slots(int(cfg["MAX_STREAMS"]))
-    app.extensions["securechat.backend_per_user"] = PerKey(int(cfg["MAX_STREAMS_PER_USER"]))
+    app.extensions["securechat.backend_per_user"] = leases.per_key(
+        app, "streams", int(cfg["MAX_STREAMS_PER_USER"]))
     app.teardown_request(_release_on_error)
 
 
@@ -125,14 +107,16 @@ class BackendCall:
     """
 
     def __init__(self, user_id: str) -> None:
-        self._per_user: PerKey = current_app.extensions["securechat.backend_per_user"]
+        per_user: PerKeyCap = current_app.extensions["securechat.backend_per_user"]
         self._overall: Slots = current_app.extensions["securechat.backend_slots"]
-        self._user_id = user_id
+        self._lease: Lease | None = None
         self._started = False
         self._once = threading.Lock()
         g.setdefault("backend_calls", []).append(self)
-        if not self._per_user.acquire(user_id):
-            fail(429, "rate_limited", f"You already have {self._per_user.size} replies in "
+        # With Redis down this raises StorageError, answered 503: no slot, no call.
+        self._lease = per_user.acquire("uid:" + user_id)
+        if self._lease is None:
+            fail(429, "rate_limited", f"You already have {per_user.size} replies in "
                  "progress; wait for one to finish.", {"Retry-After": "5"})
 
     def start(self) -> None:
@@ -148,4 +132,5 @@ class BackendCall:
         if self._once.acquire(blocking=False):
             if self._started:
                 self._overall.release()
-            self._per_user.release(self._user_id)
+            if self._lease is not None:
+                self._lease.release()

@@ -3,7 +3,9 @@
 Password checks are limited per client address and per username, counting failures
 (:class:`LoginGuard`), and successful logins per account; registration per address;
 creating conversations and asking the AI backend per user. Counters live in
-``RATELIMIT_STORAGE_URI`` (``memory://`` for one process, ``redis://…`` for several).
+``RATELIMIT_STORAGE_URI`` (``memory://`` for one process, ``redis://…`` for several, where
+the one-login-per-username guard is a lease too). With Redis unreachable every limited
+request is refused with a JSON 503: the limits fail closed, never open.
 """
 
 from __future__ import annotations
@@ -11,21 +13,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from limits import RateLimitItem, parse_many
-from limits.errors import ConfigurationError
+from limits.errors import ConfigurationError, StorageError
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..errors import ConfigError
 from ..protocol import USERNAME_RE, client_key
-from .http import Abort, fail
+from . import leases
+from .http import Abort, error_response, fail
 from .sessions import load_session
 
 log = logging.getLogger(__name__)
@@ -65,16 +67,16 @@ class LoginGuard:
     attempt takes its unit first, from the address's and the username's budget of
     failures; a successful login gives both back (people who log in often are never
     blocked) and takes one from the account's budget of successes instead. One login per
-    username is answered at a time. Every route that checks a password goes through here.
+    username is answered at a time (``one_at_a_time``: a cap of 1 per username, in Redis
+    when the limits are). Every route that checks a password goes through here.
     """
 
     def __init__(self, limiter: Limiter, failed: str, succeeded: str,
-                 kind: str = "login") -> None:
+                 one_at_a_time: leases.PerKeyCap, kind: str = "login") -> None:
         self._kind = kind  # "login", or "recovery": budgets of their own
         self._strategy = FixedWindowRateLimiter(limiter.storage)
         self._failed, self._succeeded = parse_many(failed), parse_many(succeeded)
-        self._busy: set[str] = set()
-        self._lock = threading.Lock()
+        self._busy = one_at_a_time
 
     @contextlib.contextmanager
     def attempt(self, address: str, username: str) -> Iterator[None]:
@@ -106,26 +108,26 @@ class LoginGuard:
 
     @contextlib.contextmanager
     def _one_at_a_time(self, username: str) -> Iterator[None]:
-        with self._lock:
-            if username in self._busy:
-                fail(429, "rate_limited", "Another login for this account is in progress.",
-                     {"Retry-After": "1"})
-            self._busy.add(username)
+        lease = self._busy.acquire(username)
+        if lease is None:
+            fail(429, "rate_limited", "Another login for this account is in progress.",
+                 {"Retry-After": "1"})
         try:
             yield
         finally:
-            with self._lock:
-                self._busy.discard(username)
+            lease.release()
 
     def _give_back(self, taken: list[tuple[RateLimitItem, str, float]]) -> None:
         for limit, key, window in taken:
-            # Only into the window the unit came from: given back after it rolled over, it
-            # would be a credit (a negative count) in the next one.
-            if self._window(limit, key) == window:
+            # Only into the window the unit came from, while it surely lasts: given back
+            # after it rolled over, it would be a credit (a negative count) in the next one.
+            # Redis tells a window's end to the second only (and anew each time it is
+            # asked), so the ends are compared with a second's margin, never for equality.
+            if time.time() < window - 1 and self._window(limit, key) < window + 1.5:
                 self._strategy.hit(limit, self._kind + "-failed", key, cost=-1)
 
     def _window(self, limit: RateLimitItem, key: str) -> float:
-        """When the current window of ``limit`` for ``key`` ends (it names the window)."""
+        """When the current window of ``limit`` for ``key`` ends (to the second, with Redis)."""
         return self._strategy.get_window_stats(limit, self._kind + "-failed", key).reset_time
 
     def _wait(self, limit: RateLimitItem, *keys: str) -> int:
@@ -136,6 +138,37 @@ class LoginGuard:
 def _refuse(wait: int) -> NoReturn:
     # The same words as every other 429; clients say how long to wait from Retry-After.
     fail(429, "rate_limited", "Too many requests; slow down.", {"Retry-After": str(wait)})
+
+
+def _store_down(e: StorageError) -> Response:
+    """Redis failed while counting: refuse (503), never let the request through uncounted."""
+    # One line, no traceback: an outage is the operator's to fix, not a bug in the code.
+    log.warning("the rate-limit store failed (%s) on %s %s: answered 503",
+                type(e.storage_error).__name__, request.method, request.path)
+    response = error_response(503, "unavailable", "The server cannot check its limits right "
+                              "now; try again in a moment.")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+def _read_limit_for_headers(response: Response) -> Response:
+    """Read what Flask-Limiter's headers show now; without Redis, answer without them.
+
+    Redis failing after the check but before the answer would otherwise fail Flask-Limiter's
+    after-request hook, where no error handler applies: a 500 with a traceback. The
+    request was counted already; only its ``X-RateLimit-*`` headers are left out.
+    """
+    limiter: Limiter = current_app.extensions["securechat.limiter"]
+    current = limiter.current_limit
+    if current is not None:
+        try:
+            current.reset_at  # noqa: B018 - computed once and kept for the headers
+        except StorageError as e:
+            log.warning("the rate-limit store failed (%s) on %s %s after the check: "
+                        "answered without rate-limit headers",
+                        type(e.storage_error).__name__, request.method, request.path)
+            limiter.context.reset()
+    return response
 
 
 def login_attempt(username: object) -> contextlib.AbstractContextManager[None]:
@@ -166,7 +199,9 @@ def init_app(app: Flask) -> Limiter:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=cfg["PROXY_FIX"],  # type: ignore[method-assign]
                                 x_proto=0, x_host=0, x_port=0, x_prefix=0)
     try:
+        # With Redis: the pool (and key prefix) capacity.init_app connected and checked.
         limiter = Limiter(client_address, app=app, storage_uri=cfg["RATELIMIT_STORAGE_URI"],
+                          storage_options=leases.storage_options(app),
                           headers_enabled=True, enabled=bool(cfg["RATELIMIT_ENABLED"]))
     except ConfigurationError as e:
         raise ConfigError(f"RATELIMIT_STORAGE_URI cannot be used: {e}") from e
@@ -174,10 +209,15 @@ def init_app(app: Flask) -> Limiter:
     # A disabled limiter has no storage to count in.
     enabled = limiter.enabled
     app.extensions["securechat.login_guard"] = LoginGuard(
-        limiter, cfg["LOGIN_RATE_LIMIT"], cfg["LOGIN_SUCCESS_RATE_LIMIT"]) if enabled else None
+        limiter, cfg["LOGIN_RATE_LIMIT"], cfg["LOGIN_SUCCESS_RATE_LIMIT"],
+        leases.per_key(app, "login", 1)) if enabled else None
     app.extensions["securechat.recovery_guard"] = LoginGuard(
         limiter, cfg["RECOVERY_RATE_LIMIT"], cfg["LOGIN_SUCCESS_RATE_LIMIT"],
-        "recovery") if enabled else None
+        leases.per_key(app, "recovery", 1), "recovery") if enabled else None
+    app.register_error_handler(StorageError, _store_down)
+    # Registered after Flask-Limiter's own hook, so it runs before it (Flask runs them
+    # in reverse): the headers' numbers are read here, where a failure can be caught.
+    app.after_request(_read_limit_for_headers)
     chat = limiter.shared_limit(cfg["CHAT_RATE_LIMIT"], scope="backend", key_func=session_user)
     rules: dict[str, list[Callable[[Callable[..., Any]], Callable[..., Any]]]] = {
         "auth.register": [limiter.limit(cfg["REGISTER_RATE_LIMIT"], key_func=client_address)],
