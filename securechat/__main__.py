@@ -17,6 +17,8 @@ from typing import Any
 
 # Streams in progress get this long to finish when the server is stopped.
 GRACE = 5.0
+# Longest wait before a worker that keeps dying at start is started again (seconds).
+RESTART_PAUSE_MAX = 30.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,13 +143,27 @@ def _supervisor(host: str, port: int, instance: str | None, workers: int) -> int
         # Our own interpreter and module, with arguments built here: nothing from outside.
         return subprocess.Popen(argv, pass_fds=(fd,))  # noqa: S603
     procs = [start() for _ in range(workers)]
+    born = [time.monotonic()] * workers
+    due: list[float | None] = [None] * workers  # when a dead worker is started again
+    pause = [0.0] * workers
     _say_listening(host, listener.getsockname()[1], app.instance_path, workers)
     while not stopping:
+        now = time.monotonic()
         for i, proc in enumerate(procs):
-            if proc.poll() is not None:
+            if due[i] is None:
+                if proc.poll() is None:
+                    continue
+                # One that ran a while is replaced at once; one that dies as it starts
+                # (Redis or the database down) waits longer each time, not a tight loop.
+                pause[i] = (0.0 if now - born[i] > 10
+                            else min(max(0.5, 2 * pause[i]), RESTART_PAUSE_MAX))
+                due[i] = now + pause[i]
                 print(f"securechat: worker {proc.pid} ended ({proc.returncode}); starting "
-                      "another", file=sys.stderr, flush=True)
-                procs[i] = start()
+                      f"another{f' in {pause[i]:g} s' if pause[i] else ''}",
+                      file=sys.stderr, flush=True)
+            when = due[i]
+            if when is not None and now >= when:
+                procs[i], born[i], due[i] = start(), now, None
         time.sleep(0.2)
     for proc in procs:
         proc.send_signal(signal.SIGTERM)

@@ -277,8 +277,11 @@ def _storage(name: str, value: str) -> None:
     # The value is never echoed: a Redis URL may carry a password.
     parts = urlsplit(value)
     if parts.scheme not in STORAGE_SCHEMES:
+        # Only a scheme before "://" is named: Python 3.10 reads "host:port" as scheme "host".
+        given = value.split("://", 1)[0] if "://" in value else ""
+        shown = given if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,19}", given) else "scheme-less"
         raise ConfigError(f"{name} must be memory:// or a Redis URL (redis://, rediss://, "
-                          f"redis+unix://), not a {parts.scheme or 'scheme-less'} URL")
+                          f"redis+unix://), not a {shown} URL")
     try:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -423,6 +424,31 @@ def test_workers_share_the_port_and_stop_together(instance: Path) -> None:
         served.kill()
     assert code == 0 and "securechat stopped" in out and "Traceback" not in err
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_a_worker_that_keeps_dying_is_restarted_less_and_less_often(instance: Path) -> None:
+    """Killed again as soon as it starts, a worker waits 0.5, 1, 2, 4 s: never a tight loop."""
+    served = Served(instance, serve_env(), args=("--workers", "2"))
+    try:
+        deadline = time.monotonic() + 30
+        while len(known := _children(served.pid)) < 2:
+            assert time.monotonic() < deadline, "two workers did not start"
+            time.sleep(0.05)
+        victim = known[0]
+        for _ in range(4):
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while not (new := [p for p in _children(served.pid) if p not in known]):
+                assert time.monotonic() < deadline, "the worker was not started again"
+                time.sleep(0.05)
+            known.extend(new)
+            victim = new[0]
+        code, _, err = served.stop()
+    finally:
+        served.kill()
+    pauses = re.findall(r"starting another(?: in ([0-9.]+) s)?", err)
+    assert pauses == ["0.5", "1", "2", "4"], err
+    assert code == 0
 
 
 def _children(pid: int) -> list[int]:
