@@ -56,3 +56,33 @@ def _value(number: str) -> int:
     for c in number:
         value = value * 32 + ALPHABET.index(c)
     return value
+
+
+class RecoveryCode:
+    """A recovery code that prints masked, so no notebook output or log line keeps it.
+
+    ``repr``, ``str`` and the HTML form show only its shape (``••••-…-•••``);
+    :meth:`reveal` returns the code itself, for the person to write down.
+    """
+
+    __slots__ = ("_code",)
+
+    def __init__(self, code: str) -> None:
+        self._code = code
+
+    def reveal(self) -> str:
+        """The code itself: write it down, never print it into a saved notebook."""
+        return self._code
+
+    @property
+    def masked(self) -> str:
+        """The code's shape with every character hidden."""
+        return "".join("-" if c == "-" else "•" for c in self._code)
+
+    def __repr__(self) -> str:
+        return f"<RecoveryCode {self.masked}>"
+
+    __str__ = __repr__
+
+    def _repr_html_(self) -> str:
+        return f"<code>{self.masked}</code> (hidden)"

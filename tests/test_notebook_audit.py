@@ -25,6 +25,7 @@ from securechat.lab.notebook_audit import (
     widget_state_problems,
 )
 from securechat.lab.vulnerable import PUBLISHED_SECRET, forge_session_cookie
+from securechat.recovery import RecoveryCode, new_code
 
 # --- the scanner catches each kind of secret ------------------------------------------
 
@@ -71,6 +72,11 @@ SECRETS: dict[str, tuple[str, Callable[[], str]]] = {
     "flask-cookie-alone": ("signed cookie", _flask_cookie),
     "lowercase-session-value": ("session cookie",
                                 lambda: "session=abcdefghijklmnop-0123456789"),
+    "recovery-code": ("recovery code", new_code),
+    "recovery-code-lowercase": ("recovery code", lambda: new_code().lower()),
+    "recovery-code-unhyphenated": ("recovery code", lambda: new_code().replace("-", "")),
+    "recovery-code-spaced": ("recovery code", lambda: new_code().replace("-", " ")),
+    "recovery-code-repr": ("recovery code", lambda: repr({"recovery_code": new_code()})),
     "cookie-jar-repr": ("cookie object",
                         lambda: "<RequestsCookieJar[Cookie(version=0, name='sid', "
                                 "value='opaque-session-value-0001', port=None)]>"),
@@ -114,7 +120,8 @@ def test_scanner_catches_each_kind(name: str) -> None:
 
 
 @pytest.mark.parametrize("place", list(PLACES))
-@pytest.mark.parametrize("name", ["fernet-token", "app-secret-key", "securechat-cookie"])
+@pytest.mark.parametrize("name", ["fernet-token", "app-secret-key", "securechat-cookie",
+                                  "recovery-code"])
 def test_scanner_looks_in_every_output_place(place: str, name: str) -> None:
     secret = SECRETS[name][1]()
     problems = scan_notebook(PLACES[place](secret))
@@ -131,6 +138,22 @@ def test_scanner_catches_many_random_secrets() -> None:
             if is_uuid4_hex(text):
                 continue  # the one documented exception (1 in 64 of 128-bit hex strings)
             assert find_secrets(text), "a random secret went unnoticed"
+
+
+def test_scanner_catches_every_planted_recovery_code() -> None:
+    # Each code is checked in the forms a notebook could print it: as made, unhyphenated,
+    # lower case, and inside the register answer's dict.
+    for _ in range(300):
+        code = new_code()
+        for shown in (code, code.replace("-", ""), code.lower(), f"{{'recovery_code': '{code}'}}"):
+            nb = PLACES["stdout"](f"saved: {shown}\n")
+            assert [p.split(" ")[2:4] for p in scan_notebook(nb)] == [["recovery", "code"]], shown
+
+
+def test_a_masked_recovery_code_passes() -> None:
+    masked = RecoveryCode(new_code())
+    for place in PLACES.values():
+        assert scan_notebook(place(f"{masked!r} {masked} {masked._repr_html_()}")) == []
 
 
 def test_scanner_ignores_binary_images() -> None:

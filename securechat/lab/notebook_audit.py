@@ -18,6 +18,7 @@ MAX_VISIBLE = 8
 MIN_COOKIE_VALUE = 16
 
 _B64 = r"A-Za-z0-9_\-"
+_CROCKFORD = "[0-9A-HJKMNP-TV-Z]"
 _COOKIE_VALUE = r"(?P<value>[^;\s'\",]*)"
 # Each rule: (kind, pattern). Cookie rules capture a "value" that may be masked.
 RULES: list[tuple[str, re.Pattern[str]]] = [
@@ -35,6 +36,11 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
     ("session cookie", re.compile(rf"(?<![{_B64}])session={_COOKIE_VALUE}")),
     # The repr of http.cookiejar.Cookie, as printed for a requests cookie jar.
     ("cookie object", re.compile(r"Cookie\(version=[^)]*?\bvalue='(?P<value>[^']*)'")),
+    # securechat.recovery's codes: 26 Crockford base32 digits and a check symbol, in groups
+    # of four (``XXXX-…-XX*``), in any case, with hyphens, spaces or nothing between groups.
+    ("recovery code", re.compile(
+        rf"(?<![0-9A-Za-z])(?:{_CROCKFORD}{{4}}[- ]?){{6}}{_CROCKFORD}{{2}}[0-9A-HJKMNP-TV-Z*~$=U]"
+        r"(?![0-9A-Za-z])", re.IGNORECASE)),
     ("hex secret", re.compile(r"(?<![A-Za-z0-9])[0-9a-fA-F]{32,}(?![A-Za-z0-9])")),
     ("base64 secret", re.compile(r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{32,}={0,2}")),
 ]
@@ -87,7 +93,10 @@ def find_secrets(text: str) -> list[tuple[str, str]]:
                 continue
             if kind == "base64 secret" and (is_uuid4_hex(token) or not _looks_random(token)):
                 continue
-            found.append((kind, _masked_excerpt(token)))
+            # No character of a recovery code goes into a report: its groups are short.
+            shown = MASK + f" ({len(token)} chars)" if kind == "recovery code" else (
+                _masked_excerpt(token))
+            found.append((kind, shown))
     return found
 
 
