@@ -814,3 +814,242 @@ def test_the_input_files_ship_in_the_wheel(tmp_path: Path) -> None:
             member = f"securechat/widgets/{name}"
             assert member in names, f"{name} is missing from the wheel"
             assert archive.read(member) == (WIDGETS / name).read_bytes(), name
+
+
+# --- your data, your keys: the recovery code and the account panel ------------------------
+
+NEW_PASSWORD = "a different long passphrase"
+
+
+def second_login(make_client: Callable[[], ChatClient], username: str,
+                 password: str = PASSWORD) -> ChatClient:
+    other = make_client()
+    other.login(username, password)
+    return other
+
+
+def logged_out(client: ChatClient) -> bool:
+    """True when the server no longer knows this client's session."""
+    try:
+        client.session()
+    except ApiError as e:
+        return e.code == "unauthorized"
+    return False
+
+
+def test_register_shows_the_recovery_code_once_masked(
+        box: ChatBox, make_client: Callable[[], ChatClient]) -> None:
+    box.username.value, box.password.value = "coded", PASSWORD
+    box.register_button.click()
+    code = box.recovery_code
+    assert code is not None and box.code_view.view.layout.display is None
+    real = code.reveal()
+    # Printed, displayed or repr'd, the code stays hidden; the widget holds its shape only.
+    for shown in (repr(code), str(code), code._repr_html_(), box.code_view.text.value,
+                  repr(box)):
+        assert real not in shown and real.replace("-", "") not in shown
+    assert "••••-••••-" in box.code_view.text.value
+    box.code_view.reveal_button.value = True  # Show
+    assert real in box.code_view.text.value and box.code_view.reveal_button.description == "Hide"
+    box.code_view.reveal_button.value = False
+    assert real not in box.code_view.text.value
+    box.code_view.done_button.click()  # I saved it
+    assert box.recovery_code is None and box.code_view.text.value == ""
+    assert box.code_view.view.layout.display == "none"
+    # The code shown was the account's real one: it sets a new password.
+    other = make_client()
+    assert other.recover("coded", real, NEW_PASSWORD)
+    assert other.username == "coded"
+
+
+def test_recovery_from_the_login_form_keeps_the_history(
+        box: ChatBox, make_client: Callable[[], ChatClient]) -> None:
+    assert box.register("forgetful", PASSWORD)
+    code = box.recovery_code
+    assert code is not None
+    box.send("remember me")
+    box.logout()
+    box.username.value = "forgetful"
+    box.login_form.forgot_button.value = True
+    assert box.login_form.recover_row.layout.display is None
+    box.login_form.recovery_code.value = code.reveal().lower()  # case and hyphens are ignored
+    box.login_form.new_password.value = NEW_PASSWORD
+    box.login_form.recover_button.click()
+    assert box.logged_in, box.error
+    assert box.login_form.recovery_code.value == box.login_form.new_password.value == ""
+    assert box.transcript() == "user: remember me\nassistant: Echo: remember me"
+    new_code = box.recovery_code
+    assert new_code is not None and new_code.reveal() != code.reveal()  # the used one is spent
+    # The old code is dead; the new password works.
+    stranger = make_client()
+    with pytest.raises(ApiError) as e:
+        stranger.recover("forgetful", code.reveal(), PASSWORD)
+    assert e.value.code == "invalid_credentials"
+    stranger.login("forgetful", NEW_PASSWORD)
+
+
+def test_recovery_with_a_mistyped_code_is_refused_inline(box: ChatBox) -> None:
+    assert box.register("typo", PASSWORD)
+    code = box.recovery_code
+    assert code is not None
+    box.logout()
+    wrong = code.reveal()[:-1] + ("0" if code.reveal()[-1] != "0" else "1")
+    assert box.recover("typo", wrong, NEW_PASSWORD) is False
+    assert "typo" in box.error and not box.logged_in
+
+
+def test_change_password_from_the_panel(
+        box: ChatBox, make_client: Callable[[], ChatClient]) -> None:
+    assert box.register("changer", PASSWORD)
+    first_code = box.recovery_code
+    assert first_code is not None
+    elsewhere = second_login(make_client, "changer")
+    box.account_button.value = True
+    assert box.account.is_open and len(box.account.sessions_box.children) == 2
+    box.account.current_password.value = PASSWORD
+    box.account.new_password.value = NEW_PASSWORD
+    box.account.change_password_button.click()
+    assert box.error == ""
+    # The passwords typed are not kept in the widgets; a new code is shown, masked.
+    assert box.account.current_password.value == box.account.new_password.value == ""
+    code = box.recovery_code
+    assert code is not None and code.reveal() != first_code.reveal()
+    assert code.reveal() not in box.code_view.text.value
+    # Every other session ended, this one stays; the list now shows one.
+    assert logged_out(elsewhere)
+    assert box.logged_in and box.send("still here") is not None
+    assert len(box.account.sessions_box.children) == 1
+    assert "password changed" in box.account.log.value
+    make_client().login("changer", NEW_PASSWORD)
+
+
+def test_a_wrong_password_on_the_panel_keeps_the_session(
+        make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    assert box.change_password("not my password", NEW_PASSWORD) is None
+    assert box.error == "That password is not right."
+    assert box.logged_in and not shows_login(box)
+    assert box.new_recovery_code("not my password") is None and box.logged_in
+    assert box.delete_account("not my password") is False and box.logged_in
+    assert box.send("still in") is not None
+    box.close()
+
+
+def test_a_new_recovery_code_replaces_the_old(
+        box: ChatBox, make_client: Callable[[], ChatClient]) -> None:
+    assert box.register("rotator", PASSWORD)
+    old = box.recovery_code
+    assert old is not None
+    box.account.code_password.value = PASSWORD
+    box.account.new_code_button.click()
+    new = box.recovery_code
+    assert new is not None and new.reveal() != old.reveal()
+    assert box.account.code_password.value == ""
+    with pytest.raises(ApiError):
+        make_client().recover("rotator", old.reveal(), NEW_PASSWORD)
+    assert make_client().recover("rotator", new.reveal(), NEW_PASSWORD)
+
+
+def test_sessions_are_listed_and_revoked(
+        box: ChatBox, make_client: Callable[[], ChatClient]) -> None:
+    assert box.register("traveller", PASSWORD)
+    phone = second_login(make_client, "traveller")
+    laptop = second_login(make_client, "traveller")
+    listed = box.sessions()
+    assert len(listed) == 3 and [s["current"] for s in listed].count(True) == 1
+    assert len(box.account.sessions_box.children) == 3
+    assert "(this session)" in "".join(
+        row.children[0].value for row in box.account.sessions_box.children)
+    phone_id = next(s["id"] for s in phone.sessions() if s["current"])
+    assert box.revoke(phone_id)
+    assert logged_out(phone) and not logged_out(laptop)
+    assert box.revoke_other_sessions()
+    assert logged_out(laptop) and len(box.sessions()) == 1
+    # Revoking this box's own session logs it out here.
+    own = next(s["id"] for s in box.sessions() if s["current"])
+    assert box.revoke(own)
+    assert shows_login(box) and box.error == "This session was revoked; log in again."
+    assert box.account.sessions_box.children == ()
+
+
+def test_revoke_buttons_in_the_panel(
+        box: ChatBox, make_client: Callable[[], ChatClient]) -> None:
+    assert box.register("clicker", PASSWORD)
+    other = second_login(make_client, "clicker")
+    box.account_button.value = True
+    rows = box.account.sessions_box.children
+    other_row = next(r for r in rows if "(this session)" not in r.children[0].value)
+    other_row.children[1].click()  # Revoke
+    assert logged_out(other) and len(box.account.sessions_box.children) == 1
+    box.account.revoke_others_button.click()
+    assert box.logged_in and box.error == ""
+
+
+def test_security_log_is_shown_newest_first_and_pages(box: ChatBox) -> None:
+    assert box.register("logged", PASSWORD)
+    for _ in range(12):  # 24 events: more than one page of 20
+        assert box.revoke_other_sessions()
+        assert box.set_retention(None)
+    events = box.security_log()
+    assert len(events) == 20 and events[0]["type"] == "settings_changed"
+    assert box.security_log(more=True)[-1]["type"] == "login"  # the oldest: the first login
+    assert len(box.security_log(more=True)) == 25
+    assert box.account.older_button.disabled
+    log_html = box.account.log.value
+    assert "settings changed" in log_html and "logged in" in log_html
+    assert all(set(e) <= {"type", "at", "address"} for e in events)  # metadata only
+
+
+def test_retention_setting(box: ChatBox) -> None:
+    assert box.register("keeper", PASSWORD)
+    box.account_button.value = True
+    assert box.account.retention.value == 0
+    assert "kept until you delete them" in box.account.retention_note.value
+    box.account.retention.value = 30
+    box.account.save_retention_button.click()
+    assert box.client.settings() == {"retention_days": 30}
+    assert "idle for 30 days" in box.account.retention_note.value
+    assert box.set_retention(None) and box.client.settings() == {"retention_days": None}
+    assert box.account.retention.value == 0
+    box.account_button.value = False
+    assert not box.account.is_open
+
+
+def test_deleting_the_account_asks_for_the_username(
+        box: ChatBox, make_client: Callable[[], ChatClient]) -> None:
+    assert box.register("leaving", PASSWORD)
+    box.send("my last words")
+    box.account_button.value = True
+    box.account.delete_password.value = PASSWORD
+    box.account.delete_confirm.value = "leavin"  # not the username
+    box.account.delete_account_button.click()
+    assert box.error == "Type your username to confirm deleting the account."
+    assert box.logged_in and box.account.delete_password.value == ""
+    make_client().login("leaving", PASSWORD)  # still there
+    box.account.delete_password.value = PASSWORD
+    box.account.delete_confirm.value = "leaving"
+    box.account.delete_account_button.click()
+    assert shows_login(box) and not box.logged_in
+    assert box.error == "Your account and everything in it were deleted."
+    assert "role=\"alert\"" in box.notice.value and "b00020" not in box.notice.value
+    with pytest.raises(ApiError) as e:
+        make_client().login("leaving", PASSWORD)
+    assert e.value.code == "invalid_credentials"
+
+
+def test_close_leaves_no_recovery_code_or_session_in_saved_widget_state(
+        box: ChatBox, make_client: Callable[[], ChatClient],
+        sent: list[tuple[str, str, dict[str, Any]]]) -> None:
+    assert box.register("closer", PASSWORD)
+    second_login(make_client, "closer")
+    box.account_button.value = True
+    box.code_view.reveal_button.value = True
+    code = box.recovery_code
+    assert code is not None
+    box.account.delete_password.value = PASSWORD  # typed, not yet submitted
+    saved = _saved_widget_state(sent)
+    assert code.reveal() in saved and PASSWORD in saved and "last seen" in saved
+    box.close()
+    saved_after = _saved_widget_state(sent)
+    assert code.reveal() not in saved_after and "last seen" not in saved_after
+    assert PASSWORD not in saved_after

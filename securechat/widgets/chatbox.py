@@ -23,6 +23,8 @@ import ipywidgets as w
 
 from ..client import ChatClient
 from ..errors import ApiError, SecureChatError, TransportError
+from ..recovery import RecoveryCode
+from .account import AccountPanel, RecoveryCodeView
 from .chat_input import ChatInput
 from .conversations import Conversations
 from .login import LoginForm
@@ -32,6 +34,9 @@ from .status import Status
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# The error codes that mean this session is over; any other 401 (a wrong password on an
+# account route: ``invalid_credentials``) leaves the session as it is.
+_SESSION_OVER = frozenset({"unauthorized", "session_expired"})
 
 
 class ChatBox:
@@ -40,6 +45,12 @@ class ChatBox:
     Display it as a cell's last expression. Drive it from code with :meth:`login`,
     :meth:`register`, :meth:`send`, :meth:`new_conversation`, :meth:`switch`,
     :meth:`delete_conversation`, :meth:`logout`; :meth:`close` removes its widgets.
+    The account (*Account* button, or from code): :meth:`change_password`,
+    :meth:`new_recovery_code`, :meth:`recover`, :meth:`sessions`, :meth:`revoke`,
+    :meth:`revoke_other_sessions`, :meth:`security_log`, :meth:`set_retention`,
+    :meth:`delete_account`. A new recovery code (at registration, after a password change,
+    a recovery or on request) is shown once, masked until *Show* is pressed; the methods
+    return it as a :class:`~securechat.recovery.RecoveryCode`, which prints masked too.
     The *Delete* button asks for confirmation first; :meth:`delete_conversation`, called
     from code, deletes at once. After a login, a registration, *New* or a conversation
     picked in the dropdown, the cursor goes to the message box (never when driven from
@@ -57,7 +68,8 @@ class ChatBox:
         self._busy = False
         self.input = ChatInput(placeholder="Message (Enter sends, Shift+Enter: new line)",
                                layout=w.Layout(width="100%"))
-        self.login_form = LoginForm(submit=self._login_from_fields)
+        self.login_form = LoginForm(submit=self._login_from_fields,
+                                    recover=self._recover_from_fields)
         self.bubbles = MessageList()
         self.chats = Conversations(client, self.bubbles, self._run, focus=self.input.focus,
                                    on_new=self._new_from_button)
@@ -76,17 +88,25 @@ class ChatBox:
         self.thinking, self.notice = self.status.thinking, self.status.notice
         self.retry_button, self.notice_row = self.status.retry_button, self.status.row
 
+        self.code_view = RecoveryCodeView()
+        self.account = AccountPanel(client, self._run, show_code=self.code_view.show,
+                                    on_gone=lambda notice: self._leave_chat(notice, error=False))
         self.who = w.HTML()
+        self.account_button = w.ToggleButton(description="Account", layout=w.Layout(width="auto"),
+                                             tooltip="Password, recovery code, sessions, "
+                                                     "security log, deletion")
         self.logout_button = w.Button(description="Log out", layout=w.Layout(width="auto"))
         self.login_panel = form.view
+        self._header = w.HBox([self.who, w.HBox([self.account_button, self.logout_button])],
+                              layout=w.Layout(justify_content="space-between"))
         self.chat_panel = w.VBox([
-            w.HBox([self.who, self.logout_button],
-                   layout=w.Layout(justify_content="space-between")),
+            self._header, self.code_view.view, self.account.view,
             chats.bar, chats.confirm_row, self.message_list, self.thinking, self.input,
         ])
         self.root = w.VBox([self.login_panel, self.notice_row],
                            layout=w.Layout(max_width="760px"))
         self.logout_button.on_click(lambda _b: self.logout())
+        self.account_button.observe(self._account_toggled, names="value")
         self.input.on_submit(self.send)
         if client.username:
             # The client is already logged in: go straight to the chat.
@@ -103,9 +123,10 @@ class ChatBox:
         return self.bubbles.messages
 
     def _widgets(self) -> list[w.Widget]:
-        boxes = [self.chat_panel, *self.chat_panel.children, self.root]
+        boxes = [self.chat_panel, *self.chat_panel.children, *self._header.children, self.root]
         return [*self.bubbles.widgets(), *self.login_form.widgets(), *self.chats.widgets(),
-                *self.status.widgets(), self.who, self.logout_button, self.input, *boxes]
+                *self.status.widgets(), *self.account.widgets(), *self.code_view.widgets(),
+                self.who, self.account_button, self.logout_button, self.input, *boxes]
 
     # --- running one action ------------------------------------------------------
 
@@ -119,7 +140,7 @@ class ChatBox:
         try:
             return action()
         except ApiError as e:
-            if e.status == 401 and self.logged_in:
+            if e.status == 401 and e.code in _SESSION_OVER and self.logged_in:
                 self._leave_chat("Your session expired or was closed; log in again.")
             else:
                 self.show_notice(describe_error(e), error=True)
@@ -135,8 +156,9 @@ class ChatBox:
 
     def _set_busy(self, busy: bool, thinking: bool) -> None:
         self._busy = busy
-        self.input.disabled = self.logout_button.disabled = busy
+        self.input.disabled = self.logout_button.disabled = self.account_button.disabled = busy
         self.login_form.set_busy(busy)
+        self.account.set_busy(busy)
         self.chats.set_busy(busy)
         self.status.set_busy(busy, thinking)
 
@@ -161,10 +183,78 @@ class ChatBox:
         return bool(self._run(action))
 
     def register(self, username: str, password: str) -> bool:
-        """Create an account, then log in; False (with the reason shown) when it failed."""
-        if not self._run(lambda: self.client.register(username, password)):
+        """Create an account, then log in; False (with the reason shown) when it failed.
+
+        The recovery code the server makes is shown once, masked (:attr:`recovery_code`).
+        """
+        created = self._run(lambda: self.client.register(username, password))
+        if not created:
             return False
-        return self.login(username, password)
+        entered = self.login(username, password)
+        if entered:
+            self.code_view.show(RecoveryCode(created["recovery_code"]),
+                                "Account created. This is your recovery code.")
+        return entered
+
+    @property
+    def recovery_code(self) -> RecoveryCode | None:
+        """The recovery code on show (masked when printed), None once *I saved it* is pressed."""
+        return self.code_view.code
+
+    def recover(self, username: str, recovery_code: str, new_password: str) -> bool:
+        """Set a new password with the recovery code and log in; the next code is shown."""
+        def action() -> bool:
+            code = RecoveryCode(self.client.recover(username, recovery_code, new_password))
+            self._enter_chat()
+            self.code_view.show(code, "Password set; your history is all here. The code you "
+                                      "used is spent: this is your new recovery code.")
+            return True
+
+        return self._run(action) is True
+
+    def _recover_from_fields(self, username: str, recovery_code: str, new_password: str) -> None:
+        if self.recover(username, recovery_code, new_password):
+            self.input.focus()
+
+    # --- the account panel (the AccountPanel component) ----------------------------------
+
+    def _account_toggled(self, change: dict[str, Any]) -> None:
+        if not change["new"]:
+            self.account.hide()
+        elif not self.account.open():
+            self.account_button.value = False
+
+    def change_password(self, current_password: str, new_password: str) -> RecoveryCode | None:
+        """Set a new password (other sessions end); return the new recovery code, shown once."""
+        return self.account.change_password(current_password, new_password)
+
+    def new_recovery_code(self, password: str) -> RecoveryCode | None:
+        """Make a new recovery code (the old one stops working); return it, shown once."""
+        return self.account.new_recovery_code(password)
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Where this account is logged in, newest first (``current`` marks this box's)."""
+        return self.account.sessions() or []
+
+    def revoke(self, session_id: str) -> bool:
+        """End one session (this box's own: back to the login panel)."""
+        return self.account.revoke(session_id)
+
+    def revoke_other_sessions(self) -> bool:
+        """End every session but this box's."""
+        return self.account.revoke_others()
+
+    def security_log(self, more: bool = False) -> list[dict[str, Any]]:
+        """The security log shown in the panel, newest first (``more``: one page older too)."""
+        return self.account.security_log(more) or []
+
+    def set_retention(self, days: int | None) -> bool:
+        """Delete unstarred conversations idle for ``days`` days (None: keep everything)."""
+        return self.account.set_retention(days)
+
+    def delete_account(self, password: str) -> bool:
+        """Delete the account and all in it, at once (the panel's button asks to type the name)."""
+        return self.account.delete_account(password)
 
     def logout(self) -> None:
         """Log out (the server revokes the session) and show the login panel."""
@@ -173,7 +263,7 @@ class ChatBox:
                 self.client.logout()
             finally:
                 # Even when the server is unreachable, this box forgets the session.
-                self._leave_chat("Logged out.")
+                self._leave_chat("Logged out.", error=False)
 
         self._run(action)
 
@@ -190,12 +280,16 @@ class ChatBox:
         self.root.children = (self.chat_panel, self.notice_row)
         self.chats.refresh(select=None)
 
-    def _leave_chat(self, notice: str) -> None:
+    def _leave_chat(self, notice: str, error: bool = True) -> None:
         self.logged_in = False
         self.client.csrf_token = self.client.username = None
         self.chats.forget()
+        self.account.blank()
+        self.account_button.value = False
+        self.code_view.dismiss()
+        self.login_form.reset()
         self.root.children = (self.login_panel, self.notice_row)
-        self.show_notice(notice, error=notice != "Logged out.")
+        self.show_notice(notice, error=error)
 
     # --- conversations (the Conversations component) ------------------------------------
 
@@ -313,6 +407,9 @@ class ChatBox:
         # titles and draft are sent empty while the widgets can still be updated.
         self.bubbles.blank()
         self.chats.blank()
+        self.account.blank()
+        self.code_view.dismiss()
+        self.login_form.reset()
         self.input.value = ""
         for widget in self._widgets():
             widget.close()
