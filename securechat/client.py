@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json as jsonlib
+import socket
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -293,6 +295,21 @@ class ReplyStream:
     def close(self) -> None:
         """Release the connection (the server keeps what was generated, marked incomplete)."""
         self._response.close()
+
+    def abort(self) -> None:
+        """Stop the reply from another thread: iterating it ends at once, with an error.
+
+        Closing would wait for the read it interrupts (the reader holds the buffer's lock
+        while it waits for the backend); shutting the socket down makes that read return.
+        """
+        try:
+            fd = self._response.raw.fileno()
+        except (OSError, ValueError):  # already closed: nothing left to stop
+            return
+        # A duplicate of the descriptor: shutting it down ends the connection both share.
+        with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as dup, \
+                contextlib.suppress(OSError):
+            dup.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> ReplyStream:
         return self

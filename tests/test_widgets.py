@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from securechat import (
     create_app,
 )
 from securechat.widgets import describe_error, message_html, render_markdown
-from tests.fake_backend import Flaky
+from tests.fake_backend import Flaky, wait_for
 from tests.helpers import FAST, PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,7 +197,7 @@ def shows_login(box: ChatBox) -> bool:
 
 def bubble_markup(box: ChatBox) -> list[str]:
     """The HTML the browser gets for each message, oldest first."""
-    return [bubble.value for bubble in reversed(box.message_list.children)]
+    return [bubble.value for bubble in box.bubbles.bubbles]
 
 
 def test_login_failure_is_shown_and_password_not_kept(box: ChatBox) -> None:
@@ -231,8 +232,10 @@ def test_enter_and_send_show_reply(make_user: Callable[..., ChatClient]) -> None
     box = logged_in_box(make_user)
     box.input.value = "from the button"
     box.input.submit()
+    assert box.wait(30)  # typed in the browser: the reply comes in a thread of its own
     # What the browser sends on Enter or Send (see ChatInput's module): the typed text.
     box.input._handle_custom_msg({"type": "submit", "text": "from Enter\nwith a new line"}, [])
+    assert box.wait(30)
     assert box.transcript() == ("user: from the button\nassistant: Echo: from the button\n"
                                 "user: from Enter\nwith a new line\n"
                                 "assistant: Echo: from Enter\nwith a new line")
@@ -316,7 +319,7 @@ def test_streamed_reply_is_drawn_as_it_arrives(make_user: Callable[..., ChatClie
     watched: set[int] = set()
 
     def watch(change: dict[str, Any]) -> None:
-        newest = change["new"][0]  # column-reverse: the newest bubble comes first
+        newest = change["new"][0].children[0]  # column-reverse: the newest row comes first
         if id(newest) not in watched:
             watched.add(id(newest))
             newest.observe(lambda c: drawn.append("".join(parse(c["new"]).text)), names="value")
@@ -432,6 +435,7 @@ def test_session_revoked_elsewhere_returns_to_login(make_user: Callable[..., Cha
     box.new_button.click()
     box.input.value = "hi"
     box.input.submit()
+    assert box.wait(30)
     assert shows_login(box)
     assert "log in again" in box.error
     box.close()
@@ -633,6 +637,7 @@ def test_a_sent_message_never_syncs_back_over_newer_typing(
     box = logged_in_box(make_user)
     # Enter in the browser: the text comes in a submit message, the browser empties its box.
     box.input._handle_custom_msg({"type": "submit", "text": "typed and sent"}, [])
+    assert box.wait(30)
     assert box.transcript() == "user: typed and sent\nassistant: Echo: typed and sent"
     # Python never echoed the text into `value`, nor cleared it when the reply landed:
     # whatever the person typed meanwhile is left alone.
@@ -647,6 +652,7 @@ def test_a_message_that_was_not_sent_is_given_back(
     box = logged_in_box(make_user)
     server.stop()
     box.input._handle_custom_msg({"type": "submit", "text": "not delivered"}, [])
+    assert box.wait(30)
     # One update: the text, back into the box (the browser puts newer typing after it).
     assert value_updates(sent, box) == ["not delivered"]
     assert box.messages == []
@@ -1053,3 +1059,134 @@ def test_close_leaves_no_recovery_code_or_session_in_saved_widget_state(
     saved_after = _saved_widget_state(sent)
     assert code.reveal() not in saved_after and "last seen" not in saved_after
     assert PASSWORD not in saved_after
+
+
+# --- what a chat user expects: stop, copy, shortcuts ---------------------------------------
+
+class Gated:
+    """A backend that sends its first words, then waits for ``release`` (at most 20 s)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def reply(self, history: list[Any]) -> str:
+        return "whole reply"
+
+    def stream(self, history: list[Any]) -> Iterator[str]:
+        yield "First words "
+        self.release.wait(20)
+        # Several writes: the server learns that the reader has gone from a failed write,
+        # and the first one after the reader left may still succeed.
+        for word in ("and ", "the ", "rest"):
+            time.sleep(0.05)
+            yield word
+
+
+def custom_messages(sent: list[tuple[str, str, dict[str, Any]]], box: ChatBox) -> list[Any]:
+    return [data["content"] for model, _kind, data in sent
+            if model == box.input.model_id and data.get("method") == "custom"]
+
+
+@pytest.mark.parametrize("how", ["from-the-browser", "from-code"])
+def test_stop_keeps_the_partial_reply_marked(
+        app: Flask, make_user: Callable[..., ChatClient], how: str) -> None:
+    box = logged_in_box(make_user)
+    backend, echo = Gated(), app.extensions["securechat.responder"]
+    app.extensions["securechat.responder"] = backend
+    box.input._handle_custom_msg({"type": "submit", "text": "tell me everything"}, [])
+    wait_for(lambda: len(box.messages) == 2)  # the first words are on screen
+    assert box.input.streaming and box.input.disabled  # Stop is offered, Send waits
+    if how == "from-code":
+        box.stop()
+    else:  # the browser's Stop button and Esc both send this
+        box.input._handle_custom_msg({"type": "stop"}, [])
+    assert box.wait(10), "the reply did not stop"
+    backend.release.set()
+    assert box.messages[-1] == {"role": "assistant", "content": "First words ",
+                                "incomplete": True, "stopped": True}
+    assert "cut short" in bubble_markup(box)[-1]
+    assert box.error == "" and not box.input.disabled and not box.input.streaming
+    # The server kept what was generated, marked incomplete, too.
+    conversation = box.conversation_id
+    assert conversation is not None
+    stored = wait_for(lambda: [m for m in box.client.history(conversation)
+                               if m["role"] == "assistant"])
+    assert stored[-1]["incomplete"] and stored[-1]["content"].startswith("First words")
+    # And the box is ready for the next message.
+    app.extensions["securechat.responder"] = echo
+    assert box.send("next") is not None and box.messages[-1]["content"] == "Echo: next"
+    box.close()
+
+
+def test_stop_with_no_reply_on_its_way_does_nothing(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.send("hello")
+    box.input._handle_custom_msg({"type": "stop"}, [])
+    assert not box.input.streaming
+    assert box.send("again") is not None  # a stop pressed earlier does not cut the next reply
+    assert box.messages[-1] == {**box.messages[-1], "content": "Echo: again"}
+    assert "incomplete" not in box.messages[-1]
+    box.close()
+
+
+def test_one_reply_at_a_time_from_the_browser(
+        app: Flask, make_user: Callable[..., ChatClient],
+        sent: list[tuple[str, str, dict[str, Any]]]) -> None:
+    box = logged_in_box(make_user)
+    backend = Gated()
+    app.extensions["securechat.responder"] = backend
+    box.input._handle_custom_msg({"type": "submit", "text": "first"}, [])
+    wait_for(lambda: len(box.messages) == 2)
+    box.input.disabled = False  # even if the browser sends while it should wait...
+    box.input._handle_custom_msg({"type": "submit", "text": "second"}, [])
+    assert box.input.value == "second"  # ...the text goes back into the box, unsent
+    backend.release.set()
+    assert box.wait(10)
+    assert [m["content"] for m in box.messages] == ["first", "First words and the rest"]
+    box.close()
+
+
+def test_copy_a_message_and_a_code_block(
+        make_user: Callable[..., ChatClient], sent: list[tuple[str, str, dict[str, Any]]]) -> None:
+    box = logged_in_box(make_user)
+    box.send("see:\n```\nx = '<b>'\n```\nand\n```\ny = 2\n```")
+    rows = [row for row in reversed(box.message_list.children)]
+    question_buttons = rows[0].children[1].children
+    reply_buttons = rows[1].children[1].children
+    assert [b.description for b in question_buttons] == ["Copy"]  # a user's text is not Markdown
+    assert [b.description for b in reply_buttons] == ["Copy", "Copy code 1", "Copy code 2"]
+    reply_buttons[0].click()
+    reply_buttons[1].click()
+    assert custom_messages(sent, box) == [
+        {"type": "copy", "text": box.messages[1]["content"]},
+        {"type": "copy", "text": "x = '<b>'"},  # the code as shown, not its escaped HTML
+    ]
+    assert box.copy_code(-1, 1) == "y = 2" and box.copy(0) == box.messages[0]["content"]
+    # The browser answers whether the clipboard took it.
+    box.input._handle_custom_msg({"type": "copied", "ok": True}, [])
+    assert box.error == "Copied."
+    box.input._handle_custom_msg({"type": "copied", "ok": False}, [])
+    assert "did not allow copying" in box.error
+    box.input._handle_custom_msg({"type": "copied", "ok": "yes"}, [])  # malformed: ignored
+    assert "did not allow copying" in box.error
+    box.close()
+
+
+def test_a_streamed_reply_gets_its_code_buttons(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.refresh_interval = 0
+    box.send("```\none\n```")
+    (copy, code) = list(box.message_list.children)[0].children[1].children
+    assert (copy.description, code.description) == ("Copy", "Copy code")
+    box.close()
+
+
+def test_the_input_module_has_the_keyboard_shortcuts_and_labels() -> None:
+    esm = (WIDGETS / "chat_input.js").read_text("utf-8")
+    # Enter sends, Shift+Enter is the textarea's own new line, Esc stops a streaming reply.
+    assert 'event.key === "Enter" && !event.shiftKey' in esm
+    assert 'event.key === "Escape"' in esm and 'model.send({ type: "stop" })' in esm
+    assert 'setAttribute("aria-keyshortcuts", "Enter Shift+Enter Escape")' in esm
+    assert 'setAttribute("aria-label", "Message")' in esm
+    assert 'setAttribute("aria-label", "Stop generating")' in esm
+    assert 'stop.hidden = !model.get("streaming")' in esm

@@ -142,7 +142,7 @@ class AccountPanel:
         self.current_password = w.Password(description=pw, style={"description_width": "10em"})
         self.new_password = w.Password(description="New password",
                                        style={"description_width": "10em"},
-                                       placeholder="at least 8 characters")
+                                       placeholder="8 characters or more")
         self.change_password_button = w.Button(description="Change password", layout=_AUTO)
         # Recovery code
         self.code_password = w.Password(description=pw, style={"description_width": "10em"})

@@ -5,6 +5,8 @@
 // pending (only sending waits), and the text is not synced on every keystroke, so nothing
 // Python sets later (the clearing after a send, a text given back after a failure) can
 // wipe what was typed in the meantime. Python asks for the cursor with a "focus" message.
+// While a reply streams in ("streaming"), a Stop button shows and Esc does the same: a
+// "stop" message. A "copy" message puts its text on the clipboard; "copied" answers.
 
 // The text boxes of each widget (a notebook may show the same one twice), by the widget's
 // key (each view gets its own proxy of the model, so the proxy cannot be the key), and the
@@ -37,9 +39,18 @@ function focusBox(model, tries = 40) {
   box.focus({ preventScroll: visible.length > 0 });
 }
 
+function copyText(model, text) {
+  // The click that asked for it was a moment ago, so the browser still counts it as the
+  // person's own action (clipboard writes need one).
+  const answer = (ok) => model.send({ type: "copied", ok });
+  if (!navigator.clipboard) return answer(false);
+  navigator.clipboard.writeText(text).then(() => answer(true), () => answer(false));
+}
+
 function initialize({ model }) {
   const onMessage = (msg) => {
     if (msg && msg.type === "focus") focusBox(model);
+    if (msg && msg.type === "copy" && typeof msg.text === "string") copyText(model, msg.text);
   };
   model.on("msg:custom", onMessage);
   return () => model.off("msg:custom", onMessage);
@@ -52,6 +63,7 @@ function render({ model, el }) {
   box.className = "securechat-input";
   box.rows = 3;
   box.setAttribute("aria-label", "Message");
+  box.setAttribute("aria-keyshortcuts", "Enter Shift+Enter Escape");
   Object.assign(box.style, {
     flex: "1 1 auto", boxSizing: "border-box", resize: "vertical", font: "inherit",
     padding: "6px 8px", borderRadius: "6px",
@@ -62,6 +74,12 @@ function render({ model, el }) {
   send.type = "button";
   send.className = "jupyter-widgets jupyter-button widget-button mod-primary securechat-send";
   send.textContent = "Send";
+  const stop = document.createElement("button");
+  stop.type = "button";
+  stop.className = "jupyter-widgets jupyter-button widget-button mod-warning securechat-stop";
+  stop.textContent = "Stop";
+  stop.title = "Stop generating (Esc); what arrived is kept";
+  stop.setAttribute("aria-label", "Stop generating");
   // What the box held when it last agreed with Python's value; anything else in it was
   // typed since, and belongs to the person.
   let synced = "";
@@ -85,11 +103,21 @@ function render({ model, el }) {
   const onState = () => {
     box.placeholder = model.get("placeholder");
     send.disabled = model.get("disabled");
+    stop.hidden = !model.get("streaming");
+  };
+  const askStop = () => {
+    if (model.get("streaming")) model.send({ type: "stop" });
   };
   const onKeydown = (event) => {
     // Keep JupyterLab's shortcuts (Shift+Enter runs a cell, A/B/D add or delete
     // cells) away from what the person types here.
     event.stopPropagation();
+    if (event.key === "Escape") {
+      // Esc stops a reply on its way (and does nothing else here).
+      event.preventDefault();
+      askStop();
+      return;
+    }
     const plainEnter = event.key === "Enter" && !event.shiftKey && !event.altKey &&
       !event.ctrlKey && !event.metaKey && !event.isComposing;
     if (!plainEnter) return;
@@ -100,18 +128,20 @@ function render({ model, el }) {
   onState();
   box.addEventListener("keydown", onKeydown);
   send.addEventListener("click", submit);
+  stop.addEventListener("click", askStop);
   model.on("change:value", onValue);
-  model.on("change:disabled change:placeholder", onState);
-  row.append(box, send);
+  model.on("change:disabled change:placeholder change:streaming", onState);
+  row.append(box, send, stop);
   el.appendChild(row);
   boxesOf(model).add(box);
   if (focusPending.has(model.get("_key"))) focusBox(model);
   return () => {
     boxesOf(model).delete(box);
     model.off("change:value", onValue);
-    model.off("change:disabled change:placeholder", onState);
+    model.off("change:disabled change:placeholder change:streaming", onState);
     box.removeEventListener("keydown", onKeydown);
     send.removeEventListener("click", submit);
+    stop.removeEventListener("click", askStop);
   };
 }
 export default { initialize, render };

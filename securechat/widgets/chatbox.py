@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -66,11 +67,15 @@ class ChatBox:
         self.stream = stream  # show replies as they are generated (Server-Sent Events)
         self.logged_in = False
         self._busy = False
-        self.input = ChatInput(placeholder="Message (Enter sends, Shift+Enter: new line)",
+        self._busy_lock = threading.Lock()
+        self._stop = threading.Event()  # set by Stop / Esc while a reply streams in
+        self._worker: threading.Thread | None = None  # a send typed in the browser
+        self.input = ChatInput(placeholder="Message (Enter sends, Shift+Enter: new line, "
+                                           "Esc stops a reply)",
                                layout=w.Layout(width="100%"))
         self.login_form = LoginForm(submit=self._login_from_fields,
                                     recover=self._recover_from_fields)
-        self.bubbles = MessageList()
+        self.bubbles = MessageList(copy=self.input.copy)
         self.chats = Conversations(client, self.bubbles, self._run, focus=self.input.focus,
                                    on_new=self._new_from_button)
         # The components' widgets the tests, notebooks and people reach for, by their names.
@@ -107,7 +112,9 @@ class ChatBox:
                            layout=w.Layout(max_width="760px"))
         self.logout_button.on_click(lambda _b: self.logout())
         self.account_button.observe(self._account_toggled, names="value")
-        self.input.on_submit(self.send)
+        self.input.on_submit(self._send_in_background)
+        self.input.on_stop(self.stop)
+        self.input.on_copied(self._copied)
         if client.username:
             # The client is already logged in: go straight to the chat.
             self._run(self._enter_chat)
@@ -132,8 +139,11 @@ class ChatBox:
 
     def _run(self, action: Callable[[], T], thinking: bool = False) -> T | None:
         """Run one action with the UI disabled; errors are shown inline, never raised."""
-        if self._busy:
-            return None
+        with self._busy_lock:  # a reply may be running in the worker thread
+            if self._busy:
+                return None
+            self._busy = True
+        self._stop.clear()
         self._set_busy(True, thinking)
         self.show_notice("")
         self.status.offer_retry(False)
@@ -156,6 +166,7 @@ class ChatBox:
 
     def _set_busy(self, busy: bool, thinking: bool) -> None:
         self._busy = busy
+        self.input.streaming = thinking and self.stream
         self.input.disabled = self.logout_button.disabled = self.account_button.disabled = busy
         self.login_form.set_busy(busy)
         self.account.set_busy(busy)
@@ -351,7 +362,8 @@ class ChatBox:
                     stream = self.client.stream(conversation_id, text)
                     delivered = True
                     return self.bubbles.receive(stream, self.refresh_interval,
-                                                on_first=self.status.stop_thinking)
+                                                on_first=self.status.stop_thinking,
+                                                stopped=self._stop.is_set)
                 return self._settle(self.client.send(conversation_id, text)["reply"])
             except (ApiError, TransportError) as e:
                 if delivered or (isinstance(e, ApiError) and 500 <= e.status < 600):
@@ -364,6 +376,45 @@ class ChatBox:
                 raise
 
         return self._run(action, thinking=True)
+
+    def _send_in_background(self, text: str) -> None:
+        """What Enter and *Send* do: :meth:`send` in a thread of its own.
+
+        The kernel runs one message from the browser at a time: were the reply received
+        here, the *Stop* click (or Esc) would only be read once the reply had ended.
+        """
+        if self._worker is not None and self._worker.is_alive():
+            self.input.value = text  # one reply at a time: the text goes back, unsent
+            return
+        self._worker = threading.Thread(target=self.send, args=(text,), daemon=True,
+                                        name="securechat-chatbox-reply")
+        self._worker.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a reply asked for from the browser; False if it is still coming."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+        return worker is None or not worker.is_alive()
+
+    def stop(self) -> None:
+        """Stop the reply streaming in (Esc, *Stop*): what arrived stays, marked cut short."""
+        self._stop.set()
+        active = self.bubbles.active
+        if active is not None:
+            active.abort()  # a backend that sends nothing more must not keep the reply open
+
+    def copy(self, index: int = -1) -> str:
+        """Put a message (default: the newest) on the clipboard, as *Copy* does; return it."""
+        return self.bubbles.copy(index)
+
+    def copy_code(self, index: int = -1, block: int = 0) -> str:
+        """Put one code block of a message on the clipboard, as *Copy code* does; return it."""
+        return self.bubbles.copy_code(index, block)
+
+    def _copied(self, ok: bool) -> None:
+        self.show_notice("Copied." if ok else "The browser did not allow copying; select the "
+                         "text and copy it instead.", error=not ok)
 
     def retry(self) -> dict[str, Any] | None:
         """Ask again for the reply a failed server or AI backend left missing."""

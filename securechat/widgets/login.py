@@ -31,7 +31,7 @@ class LoginForm:
         self.recovery_code = w.Password(description="Recovery code",
                                         placeholder="XXXX-XXXX-…-XXX")
         self.new_password = w.Password(description="New password",
-                                       placeholder="at least 8 characters")
+                                       placeholder="8 characters or more")
         self.recover_button = w.Button(description="Set new password", button_style="warning")
         self.recover_row = w.VBox(
             [w.HTML("Your recovery code sets a new password; your history stays."),
