@@ -260,6 +260,39 @@ def _type_while_a_reply_is_pending(lab: Lab, kernel: str, page: Page, chat: Loca
     lab.run_in_kernel(kernel, 'app.extensions["securechat.responder"] = _echo')
 
 
+_HALF_THEN_GATED = """
+class _HalfThenGated(_Gated):
+    def stream(self, history):
+        yield "First words "
+        self._wait()
+        yield "and the rest"
+
+app.extensions["securechat.responder"] = _HalfThenGated(_echo, {gate!r})
+"""
+
+
+def _escape_stops_a_reply(lab: Lab, kernel: str, page: Page, chat: Locator,
+                          tmp_path: Path) -> None:
+    gate = tmp_path / "stop-gate"
+    lab.run_in_kernel(kernel, _HALF_THEN_GATED.format(gate=str(gate)))
+    box, stop = chat.locator("textarea.securechat-input"), chat.locator("button.securechat-stop")
+    expect(stop).to_be_hidden()  # offered only while a reply streams in
+    box.click()
+    page.keyboard.insert_text("stop me")
+    page.keyboard.press("Enter")
+    reply = chat.locator(".securechat-assistant").filter(has_text="First words")
+    expect(reply).to_be_visible()
+    expect(stop).to_be_visible()
+    expect(box).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(reply).to_contain_text("cut short")  # what arrived stays, marked
+    expect(stop).to_be_hidden()
+    expect(chat.locator("button.securechat-send")).to_be_enabled()
+    gate.touch()  # the backend's thread ends too
+    lab.run_in_kernel(kernel, 'app.extensions["securechat.responder"] = _echo')
+    expect(chat.locator(".securechat-assistant").filter(has_text="and the rest")).to_have_count(0)
+
+
 def _delete_asks_first(chat: Locator) -> None:
     chat.get_by_role("button", name="Delete", exact=True).first.click()
     question = chat.get_by_text(re.compile(r"and all its messages\?"))
@@ -309,6 +342,7 @@ def test_chat_in_jupyterlab(lab: Lab, tmp_path: Path) -> None:
 
         _chat_by_typing(page, chat, tmp_path)
         _type_while_a_reply_is_pending(lab, kernel, page, chat, tmp_path)
+        _escape_stops_a_reply(lab, kernel, page, chat, tmp_path)
         _delete_asks_first(chat)
         _focus_follows_what_the_person_clicked(chat)
         assert page.evaluate("() => window.pwned") is None

@@ -1189,4 +1189,4 @@ def test_the_input_module_has_the_keyboard_shortcuts_and_labels() -> None:
     assert 'setAttribute("aria-keyshortcuts", "Enter Shift+Enter Escape")' in esm
     assert 'setAttribute("aria-label", "Message")' in esm
     assert 'setAttribute("aria-label", "Stop generating")' in esm
-    assert 'stop.hidden = !model.get("streaming")' in esm
+    assert 'stop.style.display = model.get("streaming") ? "" : "none"' in esm

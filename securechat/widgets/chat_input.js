@@ -103,7 +103,8 @@ function render({ model, el }) {
   const onState = () => {
     box.placeholder = model.get("placeholder");
     send.disabled = model.get("disabled");
-    stop.hidden = !model.get("streaming");
+    // Not the hidden attribute: the button classes of Jupyter set a display of their own.
+    stop.style.display = model.get("streaming") ? "" : "none";
   };
   const askStop = () => {
     if (model.get("streaming")) model.send({ type: "stop" });

@@ -5,9 +5,11 @@ Every message reaches the browser through :func:`message_html`: escaped with
 attribute-free tags over escaped text, so no HTML from a message can survive.
 
 The box lays out components of one job each (:class:`LoginForm`, :class:`Conversations`,
-:class:`MessageList`, :class:`Status`, :class:`ChatInput`) and holds the account and the
-send path. Every action runs through :meth:`ChatBox._run`: the UI disabled, errors shown
-inline, the UI re-enabled in ``finally``; nothing here starts a thread. A new feature is a
+:class:`MessageList`, :class:`Status`, :class:`ChatInput`, :class:`AccountPanel`,
+:class:`RecoveryCodeView`) and holds the account and the send path. Every action runs
+through :meth:`ChatBox._run`: the UI disabled, errors shown inline, the UI re-enabled in
+``finally``. One thread is started, and only for a message typed in the browser: its reply
+is received there, so the kernel stays free to read *Stop* meanwhile. A new feature is a
 component of its own, given what it needs (the client, ``run``), laid out in ``__init__``,
 disabled in ``_set_busy``, closed in ``close``, and driven as ``box.<component>.<method>``.
 """
