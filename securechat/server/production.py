@@ -7,7 +7,8 @@ threads (:mod:`securechat.server.offload`). On top of gevent's WSGI server this 
 a private chat needs:
 
 * nothing spooled to disk: a request body is read into memory (at most
-  ``MAX_CONTENT_LENGTH``) before the app runs, and a response goes straight to the socket,
+  ``MAX_CONTENT_LENGTH``; ``MAX_IMPORT_BYTES`` for ``POST /api/import``) before the app
+  runs, and a response goes straight to the socket,
   waiting for a slow reader instead of buffering for it;
 * deadlines per connection: the request line, headers and body must arrive within
   ``REQUEST_TIMEOUT`` (an idle keep-alive connection is closed then too, and a client
@@ -40,6 +41,9 @@ from ..protocol import client_key
 
 log = logging.getLogger(__name__)
 
+# The one route whose body may be larger than MAX_CONTENT_LENGTH (up to MAX_IMPORT_BYTES).
+IMPORT_PATH = "/api/import"
+
 
 _JSON_HEADERS = ("Content-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n"
                  "Cache-Control: no-store\r\nContent-Security-Policy: default-src 'none'\r\n")
@@ -71,8 +75,9 @@ class Handler(WSGIHandler):
     """One connection: its request arrives within a deadline, whole, before the app runs."""
 
 
-    # Set per server from the app's settings.
+    # Set per server from the app's settings. The import route alone takes a whole export.
     max_body = 1024 * 1024
+    max_import = 64 * 1024 * 1024
     request_timeout = 30.0
     write_timeout = 60.0
 
@@ -102,9 +107,12 @@ class Handler(WSGIHandler):
     def get_environ(self) -> dict[str, Any]:
         """The WSGI environ, with the body already read into memory (bounded)."""
         environ = super().get_environ()
-        body = self._read_body(environ["wsgi.input"])
+        limit = self.max_body
+        if environ.get("PATH_INFO") == IMPORT_PATH and environ.get("REQUEST_METHOD") == "POST":
+            limit = max(limit, self.max_import)
+        body = self._read_body(environ["wsgi.input"], limit)
         self._deadline.close()  # it has all arrived: from here on the app's bounds apply
-        if len(body) > self.max_body:
+        if len(body) > limit:
             # The app answers its JSON 413 from the length; the rest is never read, so
             # the connection cannot carry another request.
             self.close_connection = True
@@ -114,11 +122,11 @@ class Handler(WSGIHandler):
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         return environ
 
-    def _read_body(self, stream: Any) -> bytes:
-        """At most ``max_body + 1`` bytes of the body: enough to tell it is too large."""
+    def _read_body(self, stream: Any, limit: int) -> bytes:
+        """At most ``limit + 1`` bytes of the body: enough to tell it is too large."""
         chunks, size = [], 0
-        while size <= self.max_body:
-            data = stream.read(min(65536, self.max_body + 1 - size))
+        while size <= limit:
+            data = stream.read(min(65536, limit + 1 - size))
             if not data:
                 break
             chunks.append(data)
@@ -166,6 +174,7 @@ class Server(WSGIServer):
         cfg = app.config
         handler = type("ConfiguredHandler", (Handler,), {
             "max_body": int(cfg["MAX_CONTENT_LENGTH"]),
+            "max_import": int(cfg["MAX_IMPORT_BYTES"]),
             "request_timeout": float(cfg["REQUEST_TIMEOUT"]),
             "write_timeout": float(cfg["WRITE_TIMEOUT"])})
         super().__init__(listener, app, spawn=Pool(max_connections), handler_class=handler,

@@ -55,14 +55,14 @@ def messages_before(db: Database, conv_id: str, before: int, limit: int) -> list
 
 
 def stage_conversation(db: Database, user_id: str, pending: str, conv: Conversation,
-                       messages: Sequence[Message]) -> None:
-    """Write one imported conversation and its messages, hidden until the import is shown."""
+                       count: int, messages: Sequence[Message]) -> None:
+    """Write an imported conversation of ``count`` messages and the first of them, hidden."""
     with transaction(db):
         db.execute(
             "INSERT INTO conversations (id, user_id, title, created_at, updated_at, starred,"
             " titled, next_position, pending) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
             (conv.id, user_id, conv.title, conv.created_at, conv.updated_at, int(conv.starred),
-             len(messages), pending))
+             count, pending))
         add_messages(db, conv.id, messages)
 
 
