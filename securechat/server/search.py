@@ -1,7 +1,7 @@
 """Search over the user's own titles and messages, decrypted inside the request only.
 
-No index: each request opens titles and messages newest first (conversations by latest
-activity, then their messages from the last), at most ``SEARCH_SCAN_LIMIT`` messages,
+No index: each request opens titles and messages newest first (the newest conversation
+first, each title, then its messages from the last), at most ``SEARCH_SCAN_LIMIT`` messages,
 and says where to go on with an opaque ``next_before``. The work of one request is
 bounded whatever the history's size, nothing searchable is stored, and the terms never
 leave the request (a POST body: no access log or browser history holds them).
@@ -109,7 +109,7 @@ class Scan:
             "created_at": message["created_at"] if message else conv.created_at})
 
 
-Cursor = tuple[str, str, int]  # (updated_at, conversation id, before position or START)
+Cursor = tuple[str, str, int]  # (created_at, conversation id, before position or START)
 
 
 @bp.post("")
@@ -139,27 +139,23 @@ def search() -> Response:
 def run(scan: Scan, cursor: Cursor | None) -> Cursor | None:
     """Search from ``cursor`` (the newest when None); where the next page starts, or None."""
     db = store.get_db()
-    # Each conversation with the time it was ordered by: a resumed one keeps the cursor's,
-    # so one that moved up meanwhile (a new message) neither repeats nor skips the others.
-    queue: list[tuple[store.Conversation, str]] = []
+    queue: list[store.Conversation] = []
     before: tuple[str, str] | None = None
     position = START
     if cursor is not None:
         before, position = (cursor[0], cursor[1]), cursor[2]
         resumed = store.get_conversation(db, g.user_id, cursor[1])  # None: deleted since
-        queue = [] if resumed is None else [(resumed, cursor[0])]
+        queue = [] if resumed is None else [resumed]
     while True:
-        batch = store.portable.conversations_by_activity(db, g.user_id, before,
-                                                         CONVERSATION_BATCH)
-        queue += [(conv, conv.updated_at) for conv in batch]
-        for conv, ordered in queue:
+        batch = store.portable.newest_conversations(db, g.user_id, before, CONVERSATION_BATCH)
+        for conv in queue + batch:
             stop = _conversation(scan, db, conv, position)
             position = START
             if stop is not None:
-                return _resume(db, conv, ordered, stop)
+                return _resume(db, conv, stop)
         if len(batch) < CONVERSATION_BATCH:
             return None
-        queue, before = [], (batch[-1].updated_at, batch[-1].id)
+        queue, before = [], (batch[-1].created_at, batch[-1].id)
 
 
 def _conversation(scan: Scan, db: store.Database, conv: store.Conversation,
@@ -188,13 +184,12 @@ def _conversation(scan: Scan, db: store.Database, conv: store.Conversation,
     return None
 
 
-def _resume(db: store.Database, conv: store.Conversation, ordered: str,
-            position: int) -> Cursor | None:
+def _resume(db: store.Database, conv: store.Conversation, position: int) -> Cursor | None:
     """The cursor after stopping in ``conv`` before ``position`` (None when nothing is left)."""
     if position > 0:
-        return ordered, conv.id, position
-    older = store.portable.conversations_by_activity(db, g.user_id, (ordered, conv.id), 1)
-    return None if not older else (older[0].updated_at, older[0].id, START)
+        return conv.created_at, conv.id, position
+    older = store.portable.newest_conversations(db, g.user_id, (conv.created_at, conv.id), 1)
+    return None if not older else (older[0].created_at, older[0].id, START)
 
 
 def _encode(cursor: Cursor) -> str:

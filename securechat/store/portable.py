@@ -13,8 +13,6 @@ from .queries import _CONVERSATION, Conversation, Database, Message, _conversati
 
 # (created_at, id) of the last conversation of the previous batch.
 AgeCursor = tuple[str, str]
-# (updated_at, id) of the last conversation of the previous batch.
-ActivityCursor = tuple[str, str]
 
 
 def conversations_by_age(db: Database, user_id: str, after: AgeCursor | None,
@@ -27,13 +25,17 @@ def conversations_by_age(db: Database, user_id: str, after: AgeCursor | None,
     return [_conversation(row) for row in rows]
 
 
-def conversations_by_activity(db: Database, user_id: str, before: ActivityCursor | None,
-                              limit: int) -> list[Conversation]:
-    """The user's next ``limit`` conversations, latest activity first (what search walks)."""
-    where, args = ("", ()) if before is None else (" AND (updated_at, id) < (?, ?)", before)
+def newest_conversations(db: Database, user_id: str, before: AgeCursor | None,
+                         limit: int) -> list[Conversation]:
+    """The user's next ``limit`` conversations, newest first (what search walks).
+
+    By creation, which never changes: a conversation that gets a message while someone
+    pages through results keeps its place (by activity it would jump the cursor).
+    """
+    where, args = ("", ()) if before is None else (" AND (created_at, id) < (?, ?)", before)
     rows = db.execute(
         f"{_CONVERSATION} WHERE user_id = ? AND pending IS NULL{where}"  # noqa: S608
-        " ORDER BY updated_at DESC, id DESC LIMIT ?", (user_id, *args, limit)).fetchall()
+        " ORDER BY created_at DESC, id DESC LIMIT ?", (user_id, *args, limit)).fetchall()
     return [_conversation(row) for row in rows]
 
 
