@@ -28,6 +28,7 @@ import json
 import logging
 import resource
 import socket
+import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -41,6 +42,8 @@ from ..protocol import client_key
 
 log = logging.getLogger(__name__)
 
+# How long a connection refused for its body's size reads on before it closes (seconds).
+LINGER = 2.0
 # The one route whose body may be larger than MAX_CONTENT_LENGTH (up to MAX_IMPORT_BYTES).
 IMPORT_PATH = "/api/import"
 
@@ -92,6 +95,7 @@ class Handler(WSGIHandler):
         # may take as long as the app's own bounds allow (a stream, a slow backend).
         self._deadline = gevent.Timeout(self.request_timeout)
         self._deadline.start()
+        self._refused = False
         try:
             result = super().handle_one_request()
         except gevent.Timeout as e:
@@ -100,6 +104,8 @@ class Handler(WSGIHandler):
             return None  # too slow to ask: close the connection without a word
         finally:
             self._deadline.close()
+        if self._refused:
+            self._linger()
         if isinstance(result, tuple):
             return result[0], json_error(str(result[0]))
         return result
@@ -117,10 +123,25 @@ class Handler(WSGIHandler):
             # the connection cannot carry another request.
             self.close_connection = True
             self.wsgi_input = _Drained()
+            self._refused = True
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         return environ
+
+    def _linger(self) -> None:
+        """After a 413: end our side, then read and drop what the client still sends.
+
+        Closed with its body unread, the socket would answer the client's next bytes with
+        a reset, which can destroy the 413 before the client reads it. At most
+        ``LINGER`` seconds, and nothing read is kept.
+        """
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_WR)
+            self.socket.settimeout(0.5)
+            deadline = time.monotonic() + LINGER
+            while time.monotonic() < deadline and self.socket.recv(65536):
+                pass
 
     def _read_body(self, stream: Any, limit: int) -> bytes:
         """At most ``limit + 1`` bytes of the body: enough to tell it is too large."""
@@ -139,6 +160,11 @@ class Handler(WSGIHandler):
         if self.response_headers is not None:  # always, once start_response has run
             # gevent keeps the headers latin-1 encoded here (its stubs say str).
             self.response_headers.append((b"Server", b"securechat"))  # type: ignore[arg-type]
+            named = {bytes(name).lower() for name, _ in self.response_headers}  # type: ignore
+            if self.close_connection and b"connection" not in named:
+                # gevent says so on HTTP/1.0 only: a client would send its next request
+                # down a connection about to close (after a 413, its body left unread).
+                self.response_headers.append((b"Connection", b"close"))  # type: ignore
 
     def log_request(self) -> None:
         """No access log."""
