@@ -235,3 +235,21 @@ def test_the_archive_route_needs_the_csrf_header(auth: AuthActions) -> None:
     auth.signup()
     assert_error(auth.http.post("/api/export/archive", json={"passphrase": "long enough"}),
                  403, "csrf_failed")
+
+
+def test_exports_and_imports_share_a_budget(settings: dict[str, Any], instance: Any) -> None:
+    from securechat import create_app
+
+    app = create_app({**settings, "RATELIMIT_ENABLED": True, "EXPORT_RATE_LIMIT": "3 per hour"},
+                     instance_path=instance)
+    auth = AuthActions(app.test_client())
+    auth.signup()
+    doc = json.loads(get_export(auth).data)
+    assert auth.http.post("/api/export/archive", json={"passphrase": "passphrase!"},
+                          headers=auth.csrf).status_code == 200
+    assert auth.http.post("/api/import", json=doc, headers=auth.csrf).status_code == 201
+    for response in (get_export(auth, "markdown"),
+                     auth.http.post("/api/import", json=doc, headers=auth.csrf)):
+        assert_error(response, 429, "rate_limited")
+        assert int(response.headers["Retry-After"]) > 0
+    app.extensions["securechat.db"].close()

@@ -227,3 +227,13 @@ def test_find_points_into_the_text_as_written() -> None:
     assert search.find("ﬁﬁx", "fix") == (1, 3)  # half a ligature matches no part of it
     assert search.find("Straße", "ss") == (4, 5)
     assert search.find("nothing", "x") is None
+
+
+def test_search_is_rate_limited_per_user(settings: dict[str, Any], instance: Path) -> None:
+    app = create_app({**settings, "RATELIMIT_ENABLED": True, "SEARCH_RATE_LIMIT": "2 per minute"},
+                     instance_path=instance)
+    auth = AuthActions(app.test_client())
+    auth.signup()
+    assert find(auth, "a").status_code == find(auth, "b").status_code == 200
+    assert_error(find(auth, "c"), 429, "rate_limited")
+    app.extensions["securechat.db"].close()

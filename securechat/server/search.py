@@ -130,7 +130,10 @@ def search() -> Response:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
         fail(400, "invalid_query", f"'limit' is 1-{MAX_LIMIT}.")
     cursor = _cursor(optional_string(data, "before"))
-    scan = Scan(fold(query), limit, int(current_app.config["SEARCH_SCAN_LIMIT"]), [])
+    needle = fold(query)
+    if not needle.strip():
+        fail(400, "invalid_query", "Say what to search for: 'q' is empty.")
+    scan = Scan(needle, limit, int(current_app.config["SEARCH_SCAN_LIMIT"]), [])
     after = run(scan, cursor)
     return jsonify(results=scan.results,
                    next_before=None if after is None else _encode(after))
