@@ -50,8 +50,8 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _timed_download(server: ServeProcess, client: ChatClient,
-                    chunks_of: str) -> tuple[float, int, float]:
-    """Seconds, bytes, and the server's peak RSS (MB) for one download read to its end."""
+                    chunks_of: str) -> tuple[float, bytes, float]:
+    """Seconds, the bytes, and the server's peak RSS (MB) for one download read to its end."""
     reset_peak(server.pid)
     start = time.perf_counter()
     if chunks_of == "archive":
@@ -59,9 +59,21 @@ def _timed_download(server: ServeProcess, client: ChatClient,
                                   json={"passphrase": PASSWORD}, ending=b"")
     else:
         chunks = client.iter_export(chunks_of)
-    size = sum(len(chunk) for chunk in chunks)
+    data = b"".join(chunks)
     seconds = time.perf_counter() - start
-    return seconds, size, memory_kib(server.pid)["VmHWM"] * _MB
+    return seconds, data, memory_kib(server.pid)["VmHWM"] * _MB
+
+
+def _timed_import(server: ServeProcess, data: bytes) -> tuple[float, float, int]:
+    """Seconds and the server's peak RSS (MB) importing ``data`` into a new account."""
+    with ChatClient(server.url, timeout=600) as other:
+        other.register(USERNAME + "2", PASSWORD)
+        other.login(USERNAME + "2", PASSWORD)
+        reset_peak(server.pid)
+        start = time.perf_counter()
+        done = other.import_export(data)
+        seconds = time.perf_counter() - start
+    return seconds, memory_kib(server.pid)["VmHWM"] * _MB, done["messages"]
 
 
 def _walk(server: ServeProcess, client: ChatClient, q: str,
@@ -81,7 +93,7 @@ def _walk(server: ServeProcess, client: ChatClient, q: str,
 
 
 def portable(work: Path, size: int) -> tuple[Table, dict[str, float]]:
-    """Export (three formats) and search (bounded pages, then one unbounded request)."""
+    """Export (three formats), import, and search (bounded pages, then one unbounded request)."""
     start = time.perf_counter()
     instance = fill(work, size)
     filled = time.perf_counter() - start
@@ -95,11 +107,19 @@ def portable(work: Path, size: int) -> tuple[Table, dict[str, float]]:
         client.login(USERNAME, PASSWORD)
         client.search(NOWHERE)  # warm: the first request pays for imports and connections
         rest = memory_kib(server.pid)["VmRSS"] * _MB
+        exports = {}
         for fmt in ("json", "markdown", "archive"):
-            seconds, sent, peak = _timed_download(server, client, fmt)
+            seconds, exports[fmt], peak = _timed_download(server, client, fmt)
             what = f"export, {fmt}" if fmt != "archive" else "export, encrypted archive"
-            table.add(what, "1", seconds, "–", "–", peak, sent / 1e6)
+            table.add(what, "1", seconds, "–", "–", peak, len(exports[fmt]) / 1e6)
             metrics[f"export_{fmt}_rss_mb"] = peak
+        seconds, peak, imported = _timed_import(server, exports.pop("json"))
+        if imported != size:
+            raise RuntimeError(f"imported {imported} messages of {size}")
+        table.add("import of the JSON export into another account", "1", seconds, "–", "–",
+                  peak, "–")
+        metrics["import_rss_mb"] = peak
+        exports.clear()
         times, _, peak = _walk(server, client, NOWHERE)
         table.add("search found nowhere, every page (SEARCH_SCAN_LIMIT default)",
                   str(len(times)), sum(times), percentile(times, 50) * 1e3,
@@ -128,7 +148,9 @@ def portable(work: Path, size: int) -> tuple[Table, dict[str, float]]:
         "except the archive's, whose cost is the server's KDF setting.",
         "Peak RSS is VmHWM, reset before each row: what the row itself needed at most.",
         "Each export is read to its end by one client over loopback; the server reads 50 "
-        "conversations and 200 messages at a time and writes as the client reads.",
+        "conversations and 200 messages at a time and writes as the client reads. The "
+        "import sends the JSON export whole (it is held in memory, parsed and checked, then "
+        "sealed and written 500 messages a transaction).",
         "Search opens at most SEARCH_SCAN_LIMIT (default 5,000) messages per request and "
         "answers a cursor: the rows above say whether a request of that size stays short, "
         "and what one request opening everything would cost instead.",
