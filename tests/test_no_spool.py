@@ -293,3 +293,47 @@ def test_serve_takes_imports_up_to_their_own_cap(instance: Path) -> None:
             assert len(client.conversations()) == 2  # the refused one added nothing
     finally:
         served.kill()
+
+
+def _answer(sock: socket.socket) -> bytes:
+    sock.settimeout(60)
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        data = sock.recv(65536)
+        if not data:
+            break
+        answer += data
+    return answer
+
+
+def test_one_large_import_at_a_time_the_next_is_refused_unread(
+        served: Served, history: tuple[ChatClient, str]) -> None:
+    """Large bodies cannot add up in memory: a second is a 503 before a byte of it is read."""
+    client, _ = history
+    first = _request("POST", "/api/import", client, _import_body(4 * 1024 * 1024))
+    with _slow_socket(served.port) as holder:
+        holder.sendall(first[:-10])  # the whole body but its end: it holds the slot
+        _settle(served.pid, 0.5)
+        # Anyone may ask: a stranger's body is never read either (no session: 401)...
+        stranger = (b"POST /api/import HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", served.port)) as other:
+            other.sendall(stranger)
+            refused = _answer(other)
+        assert refused.startswith(b"HTTP/1.1 401"), refused[:300]
+        assert b"connection: close" in refused.lower()
+        # ... and the user's own second large import waits its turn, unread too.
+        second = _request("POST", "/api/import", client, b"")
+        second = second.replace(b"Content-Length: 0", b"Content-Length: 50000000")
+        with socket.create_connection(("127.0.0.1", served.port)) as other:
+            other.sendall(second)
+            refused = _answer(other)
+        assert refused.startswith(b"HTTP/1.1 503"), refused[:300]
+        assert b"retry-after: 5" in refused.lower() and b'"unavailable"' in refused
+        assert b"connection: close" in refused.lower()
+        # A small import, and everything else, go on as usual meanwhile.
+        assert client.search("nothing like this")["results"] == []
+        holder.sendall(first[-10:])
+        assert _answer(holder).startswith(b"HTTP/1.1 201")
+    # The slot is free again.
+    assert client.import_export(_import_body(2 * 1024 * 1024))["imported"] == 1

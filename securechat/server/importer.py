@@ -22,10 +22,10 @@ from typing import Any, NoReturn
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from .. import archive, crypto, records, store
-from . import eventlog, keys, messages
+from . import capacity, eventlog, keys, messages
 from .chat import MAX_TITLE
 from .export import FORMAT, VERSION
-from .http import fail, json_body
+from .http import IMPORT_BUSY, IMPORT_BUSY_MESSAGE, busy, fail, json_body
 from .sessions import iso, login_required
 
 bp = Blueprint("importer", __name__, url_prefix="/api/import")
@@ -61,13 +61,16 @@ class Imported:
 @login_required
 def import_export() -> tuple[Response, int]:
     """Add the conversations of an export (or of an archive and its passphrase); 201 counts."""
+    if request.environ.get(IMPORT_BUSY):
+        busy(IMPORT_BUSY_MESSAGE, 5)  # serve left the body unread: every slot was taken
     # This route alone takes a whole export; others keep MAX_CONTENT_LENGTH.
     request.max_content_length = int(current_app.config["MAX_IMPORT_BYTES"])
-    data = json_body()
-    if "archive" in data:
-        data = _opened(data)
-    convs = parse(data)
-    count = write(convs)
+    with capacity.import_slot():
+        data = json_body()
+        if "archive" in data:
+            data = _opened(data)
+        convs = parse(data)
+        count = write(convs)
     return jsonify(imported=count, messages=sum(len(c.items) for c in convs)), 201
 
 

@@ -14,6 +14,9 @@ a private chat needs:
   ``REQUEST_TIMEOUT`` (an idle keep-alive connection is closed then too, and a client
   trickling a byte at a time cannot hold one), and a client that reads nothing of its
   response for ``WRITE_TIMEOUT`` is dropped (its stream's slots are freed);
+* at most ``IMPORT_CONCURRENCY`` bodies larger than ``MAX_CONTENT_LENGTH`` (imports) read
+  at once: another gets its 503 without its body being read, so large uploads, from
+  anyone (the session is checked only later), cannot add up in memory;
 * at most ``MAX_CONNECTIONS`` connections and, without a trusted proxy,
   ``MAX_CONNECTIONS_PER_ADDRESS`` per client address;
 * the server's own errors (400, 413, 414) as the API's JSON, and no access log (a log line
@@ -34,11 +37,13 @@ from types import TracebackType
 from typing import Any
 
 import gevent
+import gevent.lock
 from flask import Flask
 from gevent.pool import Pool
 from gevent.pywsgi import Input, WSGIHandler, WSGIServer
 
 from ..protocol import client_key
+from .http import IMPORT_BUSY
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ log = logging.getLogger(__name__)
 LINGER = 2.0
 # The one route whose body may be larger than MAX_CONTENT_LENGTH (up to MAX_IMPORT_BYTES).
 IMPORT_PATH = "/api/import"
+
 
 
 _JSON_HEADERS = ("Content-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n"
@@ -77,6 +83,8 @@ class _Drained(Input):
 class Handler(WSGIHandler):
     """One connection: its request arrives within a deadline, whole, before the app runs."""
 
+    server: Server
+
 
     # Set per server from the app's settings. The import route alone takes a whole export.
     max_body = 1024 * 1024
@@ -96,6 +104,7 @@ class Handler(WSGIHandler):
         self._deadline = gevent.Timeout(self.request_timeout)
         self._deadline.start()
         self._refused = False
+        self._large = False
         try:
             result = super().handle_one_request()
         except gevent.Timeout as e:
@@ -104,6 +113,8 @@ class Handler(WSGIHandler):
             return None  # too slow to ask: close the connection without a word
         finally:
             self._deadline.close()
+            if self._large:  # held from reading the body until the answer was sent
+                self.server.large_bodies.release()
         if self._refused:
             self._linger()
         if isinstance(result, tuple):
@@ -115,7 +126,21 @@ class Handler(WSGIHandler):
         environ = super().get_environ()
         limit = self.max_body
         if environ.get("PATH_INFO") == IMPORT_PATH and environ.get("REQUEST_METHOD") == "POST":
-            limit = max(limit, self.max_import)
+            if not self._may_be_large(environ):
+                pass
+            elif self.server.large_bodies.acquire(blocking=False):
+                self._large, limit = True, max(limit, self.max_import)
+            else:
+                # Every large-body slot is taken: the body stays unread (never in memory).
+                self.close_connection = True
+                self.wsgi_input = _Drained()
+                self._refused = True
+                environ[IMPORT_BUSY] = True
+                environ["wsgi.input"] = io.BytesIO(b"")
+                environ["CONTENT_LENGTH"] = "0"
+                environ.pop("HTTP_TRANSFER_ENCODING", None)
+                self._deadline.close()
+                return environ
         body = self._read_body(environ["wsgi.input"], limit)
         self._deadline.close()  # it has all arrived: from here on the app's bounds apply
         if len(body) > limit:
@@ -128,6 +153,16 @@ class Handler(WSGIHandler):
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         return environ
+
+    def _may_be_large(self, environ: dict[str, Any]) -> bool:
+        """Whether the body may exceed MAX_CONTENT_LENGTH (its length said, or unknown)."""
+        length = environ.get("CONTENT_LENGTH")
+        if environ.get("HTTP_TRANSFER_ENCODING") or not length:
+            return bool(environ.get("HTTP_TRANSFER_ENCODING"))
+        try:
+            return int(length) > self.max_body
+        except ValueError:
+            return False
 
     def _linger(self) -> None:
         """After a 413: end our side, then read and drop what the client still sends.
@@ -207,6 +242,7 @@ class Server(WSGIServer):
                          log=None, error_log=_ErrorLog())
         self.per_address = per_address
         self._open: dict[str, int] = {}
+        self.large_bodies = gevent.lock.BoundedSemaphore(int(cfg["IMPORT_CONCURRENCY"]))
 
     def handle(self, sock: socket.socket, address: Any) -> None:
         """Serve one connection, unless its address already holds ``per_address`` of them."""
