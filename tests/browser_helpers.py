@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
+from securechat.recovery import parse_code
+from tests.helpers import PASSWORD
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -55,3 +58,30 @@ def screenshot(target: Page | Locator, name: str, tmp_path: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, folder / name)
     return path
+
+
+def take_recovery_code(page: Page) -> str:
+    """Read the recovery code the page shows once, say it is written down, and close it."""
+    dialog = page.locator("#code-dialog")
+    expect(dialog).to_be_visible()
+    code = page.locator("#code-value").inner_text()
+    parse_code(code)  # a well-formed code, check character included
+    expect(page.locator("#code-done")).to_be_disabled()  # not before it is written down
+    page.check("#code-saved")
+    page.click("#code-done")
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#code-value")).to_have_text("")  # gone from the page
+    return code
+
+
+def register(page: Page, url: str, username: str, password: str = PASSWORD) -> str:
+    """Register ``username`` through the page's form; return the recovery code it showed."""
+    page.goto(url + "/")
+    expect(page.locator("#auth")).to_be_visible()
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.click("#register")
+    code = take_recovery_code(page)
+    expect(page.locator("#chat")).to_be_visible()
+    expect(page.locator("#who")).to_have_text(username)
+    return code

@@ -23,7 +23,7 @@ from securechat.protocol import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
 from securechat.server import CSP
 from securechat.widgets.markdown import TAGS, render_markdown
 from tests import browser_helpers
-from tests.browser_helpers import chromium, screenshot
+from tests.browser_helpers import chromium, register, screenshot
 from tests.fake_backend import Flaky
 from tests.helpers import FAST
 from tests.markdown_helpers import CASES, DOM_TREE_FUNCTION, DOM_TREE_JS, html_tree
@@ -178,16 +178,6 @@ def page_errors(page: Page) -> list[str]:
     return list(_errors[page])
 
 
-def register(page: Page, url: str, username: str) -> None:
-    page.goto(url + "/")
-    expect(page.locator("#auth")).to_be_visible()
-    page.fill("#username", username)
-    page.fill("#password", PASSWORD)
-    page.click("#register")
-    expect(page.locator("#chat")).to_be_visible()
-    expect(page.locator("#who")).to_have_text(username)
-
-
 def send(page: Page, text: str) -> float:
     """Type ``text`` (new lines with Shift+Enter), press Enter; return seconds until the reply."""
     replies = page.locator("li.message.assistant")
@@ -244,7 +234,7 @@ def test_chat_xss_reload_logout(server: BackgroundServer, page: Page, tmp_path: 
     page.click("#logout")
     expect(page.locator("#auth")).to_be_visible()
     expect(page.locator("#chat")).to_be_hidden()
-    expect(page.locator("#notice")).to_have_text("Logged out.")
+    expect(page.locator("#status")).to_have_text("Logged out.")
     page.reload()  # the server revoked the session: still logged out
     expect(page.locator("#auth")).to_be_visible()
     assert violations(page) == []
@@ -463,8 +453,12 @@ def test_reply_markdown_xss_corpus(server: BackgroundServer, page: Page) -> None
         if el["in"] == "markdown":
             assert el["tag"] in allowed, el
             assert el["attrs"] == WRAPPERS.get(el["tag"], {}), el
-        else:  # the page's own frame of each message
-            assert el["tag"] in ("li", "span", "div") and names == {"class"}, el
+        elif el["tag"] == "button":  # the message's own actions: Copy, Edit, Regenerate
+            assert names <= {"class", "type", "aria-label", "hidden"}, el
+            assert el["attrs"]["type"] == "button", el
+        else:  # the page's own frame of each message (a stored one carries its id)
+            assert el["tag"] in ("li", "span", "div") and {"class"} <= names <= {
+                "class", "data-id"}, el
     assert {el["tag"] for el in elements if el["in"] == "markdown"} >= {
         "p", "strong", "em", "code", "pre", "ul", "li", "blockquote", "div", "button"}
     assert violations(page) == []
