@@ -497,6 +497,10 @@ def test_axe_finds_no_serious_violations(site: Site, browser: Browser, tmp_path:
               nodes: v.nodes.map((n) => n.target.join(" ")) }));
         }""")
         screenshot(page, "web-account.png", tmp_path)
+        page.set_viewport_size({"width": 390, "height": 760})
+        screenshot(page, "web-account-phone.png", tmp_path)
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        page.set_viewport_size({"width": 1100, "height": 720})
         serious = [v for v in results if v["impact"] in ("serious", "critical")]
         assert serious == [], json.dumps(serious, indent=1)
         print("\n[web] axe: " + (", ".join(f"{v['id']} ({v['impact']})" for v in results)
