@@ -77,6 +77,22 @@ def test_script_never_builds_html_from_strings(name: str) -> None:
         assert "TAGS.includes(node.tag)" in source
 
 
+def _code_lines(source: str) -> list[str]:
+    """The lines of a script of ours without its comments (block, and whole-line //)."""
+    source = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
+    return [line for line in source.splitlines() if not line.lstrip().startswith("//")]
+
+
+@pytest.mark.parametrize("name", ["app.js", "markdown.js"])
+def test_script_keeps_nothing_in_browser_storage(name: str) -> None:
+    # The CSRF token, recovery codes and temporary chats live in the page's memory only:
+    # nothing that outlives the tab (or that another script of the origin could read later).
+    code = "\n".join(_code_lines((STATIC / name).read_text("utf-8")))
+    for store in ("localStorage", "sessionStorage", "indexedDB", "document.cookie", "caches."):
+        assert store not in code, store
+    assert _code_lines("// localStorage\n/* sessionStorage */ x = 1;") == [" x = 1;"]
+
+
 def _input_attributes(input_id: str) -> dict[str, str | None]:
     parser = _Tags()
     parser.feed((STATIC / "index.html").read_text("utf-8"))

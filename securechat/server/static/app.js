@@ -466,12 +466,16 @@ import { renderMarkdown } from "./markdown.js";
     showMessages(state.current ? await fullHistory(state.current) : []);
   }
 
+  async function loadMoreConversations() {
+    const page = await api("GET", withBefore("/api/conversations", LIST_PAGE, state.nextBefore));
+    const known = new Set(state.conversations.map((c) => c.id));
+    state.conversations.push(...page.conversations.filter((c) => !known.has(c.id)));
+    state.nextBefore = page.next_before;
+  }
+
   async function onMoreConversations() {
     await run(async () => {
-      const page = await api("GET", withBefore("/api/conversations", LIST_PAGE, state.nextBefore));
-      const known = new Set(state.conversations.map((c) => c.id));
-      state.conversations.push(...page.conversations.filter((c) => !known.has(c.id)));
-      state.nextBefore = page.next_before;
+      await loadMoreConversations();
       renderConversations();
     });
     // Keep the keyboard where it was: on the next page's first item, or the button.
@@ -832,6 +836,11 @@ import { renderMarkdown } from "./markdown.js";
 
   async function openConversation(id) {
     const messages = await fullHistory(id);
+    // A search hit may be in a page of the list not loaded yet: load pages up to it, so it
+    // can be renamed, starred and deleted like any other.
+    while (!state.conversations.some((c) => c.id === id) && state.nextBefore) {
+      await loadMoreConversations();
+    }
     setGhost(false);
     state.current = id;
     renderConversations();
