@@ -380,7 +380,10 @@ def test_search_jumps_to_the_message(search_route: None, site: Site, web: Watche
     expect(hits.first).to_be_visible()
     expect(hits.first).to_be_focused()
     expect(page.locator("#search-results mark").first).to_have_text("Lisbon")
-    hit = hits.filter(has_text="which train").first
+    expect(hits).to_have_count(2)  # the message and its echo, newest first
+    expect(hits.locator(".hit-snippet")).to_have_text([
+        "Assistant · Echo: which train goes to Lisbon?", "You · which train goes to Lisbon?"])
+    hit = hits.filter(has_text="You · which train")
     expect(hit.locator(".hit-title")).to_have_text("Travel <i>plans</i>")  # text, not markup
     assert page.locator("#search-results i").count() == 0
     hit.click()

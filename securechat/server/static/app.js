@@ -972,6 +972,9 @@ import { renderMarkdown } from "./markdown.js";
     } else {
       snippet.textContent = text;
     }
+    // Whose words matched: yours, the assistant's, or the title.
+    const whose = result.role === "user" ? "You" : result.role === "assistant" ? "Assistant" : "Title";
+    snippet.prepend(element("span", "hit-role", whose + " · "));
     hit.append(title, snippet);
     item.append(hit);
     return item;
