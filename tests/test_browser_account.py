@@ -186,6 +186,7 @@ def test_sessions_revoke_and_new_recovery_code(
         site: Site, web: WatchedPage, clients: Callable[[], ChatClient]) -> None:
     page = web.page
     name = unique_name("devices")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.url)
     code = register(page, site.url, name)
     phone, laptop = clients(), clients()
     phone.login(name, PASSWORD)
@@ -218,7 +219,11 @@ def test_sessions_revoke_and_new_recovery_code(
     expect(page.locator("#code-dialog")).to_be_visible()
     page.keyboard.press("Escape")
     expect(page.locator("#code-dialog")).to_be_visible()
+    page.click("#code-copy")
+    expect(page.locator("#code-copy")).to_have_text("Copied")
+    copied = page.evaluate("() => navigator.clipboard.readText()")
     fresh = take_recovery_code(page)
+    assert copied == fresh
     assert fresh != code
     expect(page.locator("#recovery-password")).to_have_value("")
     with pytest.raises(ApiError) as failed:  # the previous code stopped working

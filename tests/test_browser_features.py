@@ -56,6 +56,23 @@ class Gated:
             yield " more"
 
 
+class Silent:
+    """A responder that says nothing until ``go`` is set, then one word."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+
+    def reply(self, history: Sequence[Turn]) -> str:
+        self.go.wait(60)
+        return "late " * 200
+
+    def stream(self, history: Sequence[Turn]) -> Iterator[str]:
+        self.go.wait(60)
+        for _ in range(200):  # long enough for the server to notice the page left
+            time.sleep(0.01)
+            yield "late "
+
+
 class Counting:
     """A responder whose every reply is new: ``Reply N (T turns): <last message>``."""
 
@@ -250,6 +267,28 @@ def test_stop_keeps_the_partial_reply(site: Site, web: WatchedPage,
     page.reload()  # the server kept both, marked
     expect(page.locator("li.message.assistant .who")).to_have_text(
         ["Assistant · cut short", "Assistant · cut short"])
+
+    # Stopped before a word arrived: the message stays (it is stored), and Try again asks
+    # for its reply.
+    silent = Silent()
+    responder(silent)
+    page.fill("#input", "anyone?")
+    page.press("#input", "Enter")
+    expect(page.locator("#stop")).to_be_visible()
+    page.click("#stop")
+    expect(page.locator("#status")).to_have_text("Stopped before the reply began.")
+    expect(page.locator("li.message.user .body").last).to_have_text("anyone?")
+    expect(page.locator("li.message")).to_have_count(5)
+    silent.go.set()
+    wait_for(lambda: _last_if_incomplete(client))  # what the backend said late is kept
+    responder(Counting())
+    page.click("#retry")
+    # The page shows what the server holds: the late words, cut short, then the answer.
+    expect(page.locator("li.message .body").last).to_have_text(
+        re.compile(r"^Reply 1 \(\d+ turns\): anyone\?$"))
+    expect(page.locator("li.message.assistant .who").nth(-2)).to_have_text(
+        "Assistant · cut short")
+    expect(page.locator("#retry")).to_be_hidden()
     assert web.problems() == []
 
 

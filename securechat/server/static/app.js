@@ -718,16 +718,20 @@ import { renderMarkdown } from "./markdown.js";
       return;
     }
     if (state.current === null) return;
+    const id = state.current;
     await run(async () => {
       try {
-        const data = await api("POST", conversationPath(state.current) + "/reply", {});
-        appendMessage(data.reply);
+        await api("POST", conversationPath(id) + "/reply", {});
       } catch (error) {
         if (error instanceof ApiError && (error.status === 0 || error.status >= 500)) {
           state.offerRetry = true;
         }
-        throw error;
+        // Answered meanwhile (a reply stopped here may have been finished by the server):
+        // nothing to ask, only to show.
+        if (!(error instanceof ApiError && error.code === "nothing_to_answer")) throw error;
       }
+      // What the server holds now: the reply, and what a stopped stream left behind.
+      if (state.current === id) showMessages(await fullHistory(id));
     }, true);
   }
 
