@@ -386,7 +386,11 @@ def test_temporary_chat_is_held_by_the_page_only(site: Site, web: WatchedPage,
         "a stored one", "Reply 1 (1 turns): a stored one"]
     assert page.evaluate("() => localStorage.length + sessionStorage.length") == 0
 
-    # Leaving asks first, then the temporary chat is gone for good.
+    # Leaving asks first (no: nothing changes), then the temporary chat is gone for good.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.locator("button.conversation").first.click()
+    expect(page.locator("#ghost-toggle")).to_be_checked()
+    expect(page.locator("li.message")).to_have_count(4)
     page.once("dialog", lambda dialog: dialog.accept())
     page.uncheck("#ghost-toggle")
     expect(page.locator("#ghost-note")).to_be_hidden()

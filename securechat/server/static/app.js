@@ -280,6 +280,7 @@ import { renderMarkdown } from "./markdown.js";
     $("search-area").hidden = true;
     $("ghost-note").hidden = true;
     $("editing").hidden = true;
+    showRename(false);
     $("input").value = "";
     $("username").focus();
   }
@@ -531,9 +532,10 @@ import { renderMarkdown } from "./markdown.js";
       await enter(await api("POST", "/api/login", credentials));
     });
     $("password").value = "";
-    if (code && state.username) {
+    // Shown even if the login after it failed: the code exists now and is never shown again.
+    if (code) {
       await showCode(code);
-      $("input").focus();
+      (state.username ? $("input") : $("password")).focus();
     }
   }
 
@@ -566,7 +568,7 @@ import { renderMarkdown } from "./markdown.js";
       await enter(session);
     });
     $("recover-password").value = "";
-    if (code && state.username) {
+    if (code) {
       notify("Your password is set; every other session was logged out. Your old recovery " +
         "code no longer works: here is the new one.", false);
       await showCode(code);
@@ -851,14 +853,22 @@ import { renderMarkdown } from "./markdown.js";
     showMessages(messages);
   }
 
+  // Leaving a temporary chat drops it for good: ask first (true: go ahead).
+  function mayLeaveGhost() {
+    return !state.ghost || !state.ghostHistory.length ||
+      window.confirm("Leave the temporary chat? It is not saved anywhere.");
+  }
+
   async function onPick(event) {
     const pick = event.target.closest("button.conversation");
     if (!pick || (pick.dataset.id === state.current && !state.ghost)) return;
+    if (!mayLeaveGhost()) return;
     await run(() => openConversation(pick.dataset.id));
     if (state.username) $("input").focus();
   }
 
   function onNew() {
+    if (!mayLeaveGhost()) return;
     setGhost(false);
     state.current = null;
     setEditing(false);
@@ -879,8 +889,7 @@ import { renderMarkdown } from "./markdown.js";
 
   function onGhostToggle() {
     const on = $("ghost-toggle").checked;
-    if (!on && state.ghostHistory.length &&
-        !window.confirm("Leave the temporary chat? It is not saved anywhere.")) {
+    if (!on && !mayLeaveGhost()) {
       $("ghost-toggle").checked = true;
       return;
     }
@@ -1026,7 +1035,7 @@ import { renderMarkdown } from "./markdown.js";
 
   async function onSearchPick(event) {
     const hit = event.target.closest("button.search-hit");
-    if (!hit) return;
+    if (!hit || !mayLeaveGhost()) return;
     await run(() => openConversation(hit.dataset.conversation));
     const id = hit.dataset.message;
     const found = id ? [...$("messages").children].find((li) => li.dataset.id === id) : null;
