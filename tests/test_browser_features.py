@@ -544,7 +544,6 @@ def test_axe_finds_no_serious_violations(site: Site, browser: Browser, tmp_path:
         }""")
         screenshot(page, "web-account.png", tmp_path)
         page.set_viewport_size({"width": 390, "height": 760})
-        screenshot(page, "web-account-phone.png", tmp_path)
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
         page.set_viewport_size({"width": 1100, "height": 720})
         serious = [v for v in results if v["impact"] in ("serious", "critical")]
