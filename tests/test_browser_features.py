@@ -23,7 +23,14 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from securechat import BackgroundServer, ChatClient, create_app
 from securechat.backends import Turn
-from tests.browser_helpers import WatchedPage, chromium, register, screenshot, watched_page
+from tests.browser_helpers import (
+    WatchedPage,
+    chromium,
+    register,
+    screenshot,
+    take_recovery_code,
+    watched_page,
+)
 from tests.fake_backend import wait_for
 from tests.helpers import FAST, PASSWORD, unique_name
 
@@ -520,13 +527,47 @@ def test_vendored_axe_is_the_recorded_file() -> None:
     assert (VENDOR / "LICENSE").read_text("utf-8").startswith("Mozilla Public License")
 
 
+AXE_RUN = """async () => {
+    const r = await axe.run(document, { resultTypes: ["violations"] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
+      nodes: v.nodes.map((n) => n.target.join(" ")) }));
+}"""
+
+
+def axe_violations(page: Page, where: str) -> list[dict[str, Any]]:
+    """Run axe on the page as it is (injecting it once); print what it found."""
+    if not page.evaluate("() => typeof axe !== 'undefined'"):
+        page.add_script_tag(path=str(VENDOR / "axe.min.js"))
+    results: list[dict[str, Any]] = page.evaluate(AXE_RUN)
+    print(f"\n[web] axe, {where}: " + (", ".join(f"{v['id']} ({v['impact']})" for v in results)
+                                      or "no violations"))
+    return results
+
+
+def serious(results: list[dict[str, Any]]) -> str:
+    """The serious and critical violations, as JSON ("[]" for none)."""
+    return json.dumps([v for v in results if v["impact"] in ("serious", "critical")], indent=1)
+
+
 def test_axe_finds_no_serious_violations(site: Site, browser: Browser, tmp_path: Path) -> None:
     # axe is injected as a script tag, which the page's own CSP (script-src 'self') would
     # block: this one context bypasses the CSP so the checker can run. Every other browser
     # test runs with the CSP in force.
     with watched_page(browser, bypass_csp=True) as web:
         page = web.page
-        register(page, site.url, unique_name("axe"))
+        page.goto(site.url + "/")
+        expect(page.locator("#auth")).to_be_visible()
+        page.click("#forgot")
+        expect(page.locator("#recover-form")).to_be_visible()
+        assert serious(axe_violations(page, "login with the recovery form")) == "[]"
+        page.click("#forgot")
+        page.fill("#username", unique_name("axe"))
+        page.fill("#password", PASSWORD)
+        page.click("#register")
+        expect(page.locator("#code-dialog")).to_be_visible()
+        assert serious(axe_violations(page, "the recovery code dialog")) == "[]"
+        take_recovery_code(page)
+
         send(page, "some *Markdown* and code:\n```\nprint('hi')\n```")
         page.click("#new-conversation")
         send(page, "a second conversation")
@@ -536,23 +577,15 @@ def test_axe_finds_no_serious_violations(site: Site, browser: Browser, tmp_path:
         page.locator("button.conversation").nth(1).click()
         expect(page.locator("li.message.assistant .code-block")).to_have_count(1)
         page.fill("#search-input", "code")
-        page.add_script_tag(path=str(VENDOR / "axe.min.js"))
-        results = page.evaluate("""async () => {
-            const r = await axe.run(document, { resultTypes: ["violations"] });
-            return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
-              nodes: v.nodes.map((n) => n.target.join(" ")) }));
-        }""")
+        results = axe_violations(page, "chat with the account panel open")
         screenshot(page, "web-account.png", tmp_path)
+        assert serious(results) == "[]"
         page.set_viewport_size({"width": 390, "height": 760})
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
         page.set_viewport_size({"width": 1100, "height": 720})
-        serious = [v for v in results if v["impact"] in ("serious", "critical")]
-        assert serious == [], json.dumps(serious, indent=1)
-        print("\n[web] axe: " + (", ".join(f"{v['id']} ({v['impact']})" for v in results)
-                                 or "no violations"))
 
-        # Keyboard: from the message box, Tab reaches Send; the account panel's controls
-        # are real buttons and inputs, each with a name.
+        # Keyboard: from the message box, Tab reaches Send; every visible control is a real
+        # button, input or text area with a name.
         page.focus("#input")
         page.keyboard.press("Tab")
         expect(page.locator("#send")).to_be_focused()
@@ -562,3 +595,7 @@ def test_axe_finds_no_serious_violations(site: Site, browser: Browser, tmp_path:
                     && !el.getAttribute("aria-label") && !el.textContent.trim())
             .map((el) => el.id || el.outerHTML.slice(0, 60))""")
         assert unnamed == []
+        # Nothing clickable that is not a button, link or form control.
+        assert page.evaluate("""() => [...document.querySelectorAll("[onclick], [tabindex]")]
+            .filter((el) => el.tabIndex >= 0 && !el.matches("button, a, input, textarea"))
+            .map((el) => el.id)""") == []
