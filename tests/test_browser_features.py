@@ -31,7 +31,7 @@ from tests.browser_helpers import (
     take_recovery_code,
     watched_page,
 )
-from tests.fake_backend import wait_for
+from tests.fake_backend import Flaky, wait_for
 from tests.helpers import FAST, PASSWORD, unique_name
 
 VENDOR = Path(__file__).resolve().parent / "vendor" / "axe-core"
@@ -406,6 +406,21 @@ def test_temporary_chat_is_held_by_the_page_only(site: Site, web: WatchedPage,
     expect(page.locator("li.message")).to_have_count(0)
     send(page, "fresh")
     expect(page.locator("li.message .body").last).to_have_text("Reply 6 (1 turns): fresh")
+
+    # A backend failure keeps the turn in the page, and Try again asks for its reply.
+    flaky = Flaky("down")
+    responder(flaky)
+    page.fill("#input", "are you there?")
+    page.press("#input", "Enter")
+    expect(page.locator("#notice")).to_contain_text("cannot be reached")
+    expect(page.locator("li.message.user .body").last).to_have_text("are you there?")
+    flaky.mode = "ok"
+    page.click("#retry")
+    expect(page.locator("li.message .body").last).to_have_text("Partial answer")
+    responder(Counting())
+    send(page, "and now?")  # the page's history holds every turn, the failed one's too
+    expect(page.locator("li.message .body").last).to_have_text("Reply 1 (5 turns): and now?")
+    assert len(client.conversations()) == 1
     assert web.problems() == []
 
 

@@ -576,6 +576,10 @@ import { renderMarkdown } from "./markdown.js";
     }
   }
 
+  // Whether the person's message stays after `error`: the server took it (stored first, or
+  // a temporary chat's turn that only lacks its reply), as opposed to refused it.
+  const kept = (error) => Boolean(error.delivered) || (error instanceof ApiError && error.status >= 500);
+
   // Ask for a reply and show it as it streams in. `userText`, when given, is shown first as
   // the person's message. Stop (or Esc) aborts: what arrived is kept, marked cut short.
   async function converse(method, path, body, userText, onReply) {
@@ -606,7 +610,7 @@ import { renderMarkdown } from "./markdown.js";
     } catch (error) {
       cancelAnimationFrame(frame);
       frame = 0;
-      if (error.delivered || (error instanceof ApiError && error.status >= 500)) {
+      if (kept(error)) {
         // The server stored the message before its backend failed (or we stopped it):
         // keep it, show what arrived (stored marked incomplete too), and offer to ask again.
         if (error.partial) {
@@ -664,7 +668,7 @@ import { renderMarkdown } from "./markdown.js";
         try {
           await converse("POST", "/api/ghost", ghostBody(), text, ghostKeep);
         } catch (error) {
-          if (!error.delivered && !error.stopped) state.ghostHistory.pop();
+          if (!kept(error)) state.ghostHistory.pop();
           throw error;
         }
         return;
@@ -680,7 +684,7 @@ import { renderMarkdown } from "./markdown.js";
         try {
           await converse("PUT", path, { content: text }, text);
         } catch (error) {
-          if (!error.delivered && !error.stopped) {
+          if (!kept(error)) {
             // Refused (e.g. a message arrived meanwhile): show what is stored, keep editing.
             setEditing(true);
             showMessages(await fullHistory(state.current));
@@ -755,7 +759,7 @@ import { renderMarkdown } from "./markdown.js";
         await converse("POST", conversationPath(state.current) + "/reply", { regenerate: true }, null);
       } catch (error) {
         // The old reply stays on the server when no new one came: show what is stored.
-        if (!error.delivered && !error.stopped) showMessages(await fullHistory(state.current));
+        if (!kept(error)) showMessages(await fullHistory(state.current));
         throw error;
       }
     }, true);
