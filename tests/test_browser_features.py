@@ -19,7 +19,6 @@ from typing import Any, NamedTuple
 import pytest
 from flask import Flask
 from playwright.sync_api import Browser, Page, expect
-from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from securechat import BackgroundServer, ChatClient, create_app
 from securechat.backends import Turn
@@ -139,29 +138,6 @@ def user(site: Site, web: WatchedPage) -> Iterator[tuple[str, ChatClient]]:
     client.login(name, PASSWORD)
     yield name, client
     client.close()
-
-
-def _needs_route(site: Site, method: str, path: str) -> None:
-    """Skip (saying why) while the server lacks a route this UI is built for."""
-    adapter = site.app.url_map.bind("localhost")
-    try:
-        adapter.match(path, method=method)
-    except (NotFound, MethodNotAllowed):
-        pytest.skip(f"{method} {path} is not on this server yet (branch portable)")
-
-
-# Export, import and search come from the branch `portable`: until it is merged their
-# tests skip, saying so, before anything is set up; once merged they run by themselves.
-@pytest.fixture
-def search_route(site: Site) -> None:
-    _needs_route(site, "POST", "/api/search")
-
-
-@pytest.fixture
-def export_routes(site: Site) -> None:
-    for method, path in [("GET", "/api/export"), ("POST", "/api/export/archive"),
-                         ("POST", "/api/import")]:
-        _needs_route(site, method, path)
 
 
 def send(page: Page, text: str) -> None:
@@ -424,10 +400,10 @@ def test_temporary_chat_is_held_by_the_page_only(site: Site, web: WatchedPage,
     assert web.problems() == []
 
 
-# --- search, export and import (routes of branch portable) -------------------------------
+# --- search, export and import ---------------------------------------------------------
 
 
-def test_search_jumps_to_the_message(search_route: None, site: Site, web: WatchedPage,
+def test_search_jumps_to_the_message(site: Site, web: WatchedPage,
                                      user: tuple[str, ChatClient]) -> None:
     page = web.page
     _, client = user
@@ -467,8 +443,7 @@ def test_search_jumps_to_the_message(search_route: None, site: Site, web: Watche
     assert web.problems() == []
 
 
-def test_export_warns_then_downloads_and_import_adds(export_routes: None, site: Site,
-                                                      web: WatchedPage,
+def test_export_warns_then_downloads_and_import_adds(site: Site, web: WatchedPage,
                                                       user: tuple[str, ChatClient],
                                                       tmp_path: Path) -> None:
     page = web.page
