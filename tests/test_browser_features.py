@@ -477,6 +477,10 @@ def test_export_warns_then_downloads_and_import_adds(site: Site, web: WatchedPag
         page.click("#archive-submit")
     archive_file = tmp_path / "export.archive"
     archive_download.value.save_as(archive_file)
+    # The file picker offers what the server names its downloads.
+    accepted = page.locator("#import-file").get_attribute("accept") or ""
+    for download in (json_download.value, archive_download.value):
+        assert Path(download.suggested_filename).suffix in accepted.split(","), accepted
     assert b"export me" not in archive_file.read_bytes()
     expect(page.locator("#archive-passphrase")).to_have_value("")
 

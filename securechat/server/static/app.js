@@ -1278,7 +1278,7 @@ import { renderMarkdown } from "./markdown.js";
     event.preventDefault();
     const passphrase = $("archive-passphrase").value;
     await run(async () => {
-      const saved = await download("POST", "/api/export/archive", { passphrase }, "securechat-archive.bin");
+      const saved = await download("POST", "/api/export/archive", { passphrase }, "securechat-export.scarchive");
       $("archive-passphrase").value = "";
       notify("Downloaded " + saved + ", encrypted with your passphrase.", false);
     });
