@@ -179,6 +179,11 @@ def test_password_change_keeps_this_session_and_ends_the_others(
     assert not is_alive(other)
     send(page, "still here")  # this session goes on
     clients().login(name, NEW_PASSWORD)
+    page.focus("#new-password")
+    page.keyboard.press("Escape")  # leaves the panel, back to the button that opened it
+    expect(page.locator("#account-panel")).to_be_hidden()
+    expect(page.locator("#account-toggle")).to_be_focused()
+    expect(page.locator("#account-toggle")).to_have_attribute("aria-expanded", "false")
     assert web.problems() == []
 
 

@@ -806,6 +806,11 @@ import { renderMarkdown } from "./markdown.js";
       onStop();
     } else if (event.key === "Escape" && state.editing && event.target === $("input")) {
       onEditCancel();
+    } else if (event.key === "Escape" && !$("account-panel").hidden &&
+               $("account-panel").contains(event.target)) {
+      // Esc leaves the account panel, back to the button that opened it.
+      closeAccount();
+      $("account-toggle").focus();
     }
   }
 
