@@ -145,8 +145,10 @@ def test_page_and_assets_are_served_with_the_csp(app: Flask) -> None:
 
 # --- in the browser ------------------------------------------------------------------
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # One Chromium for the module (each test has a context of its own): launching one per
+    # test cost more than most tests.
     with chromium() as b:
         yield b
 
