@@ -7,9 +7,21 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Locator,
+    Page,
+    expect,
+    sync_playwright,
+)
+
+from securechat.recovery import parse_code
+from tests.helpers import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -55,3 +67,81 @@ def screenshot(target: Page | Locator, name: str, tmp_path: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, folder / name)
     return path
+
+
+def take_recovery_code(page: Page) -> str:
+    """Read the recovery code the page shows once, say it is written down, and close it."""
+    dialog = page.locator("#code-dialog")
+    expect(dialog).to_be_visible()
+    code = page.locator("#code-value").inner_text()
+    parse_code(code)  # a well-formed code, check character included
+    expect(page.locator("#code-done")).to_be_disabled()  # not before it is written down
+    page.check("#code-saved")
+    page.click("#code-done")
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#code-value")).to_have_text("")  # gone from the page
+    return code
+
+
+def register(page: Page, url: str, username: str, password: str = PASSWORD) -> str:
+    """Register ``username`` through the page's form; return the recovery code it showed."""
+    page.goto(url + "/")
+    expect(page.locator("#auth")).to_be_visible()
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.click("#register")
+    code = take_recovery_code(page)
+    expect(page.locator("#chat")).to_be_visible()
+    expect(page.locator("#who")).to_have_text(username)
+    return code
+
+
+# Runs before the page's own scripts (injected by the browser driver, so the CSP does
+# not apply to it): it records every CSP violation the page causes.
+RECORD_VIOLATIONS = """
+window.__violations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__violations.push(e.violatedDirective + " " + e.blockedURI);
+});
+"""
+
+
+class WatchedPage:
+    """A page in a context of its own that records CSP violations and page errors."""
+
+    def __init__(self, browser: Browser, **context_options: Any) -> None:
+        self.context: BrowserContext = browser.new_context(
+            viewport={"width": 1100, "height": 720}, **context_options)
+        self.context.add_init_script(script=RECORD_VIOLATIONS)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(30_000)
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        self.page.on("console", self._on_console)
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        # An HTTP error status (a 401 or 400 the test provokes) is logged as a failed
+        # resource load; anything else on the error console, or any CSP complaint, is a bug.
+        text = message.text
+        if "Content Security Policy" in text or "Content-Security-Policy" in text:
+            self.errors.append(text)
+        elif message.type == "error" and not text.startswith("Failed to load resource"):
+            self.errors.append(text)
+
+    def problems(self) -> list[str]:
+        """CSP violations, CSP complaints, uncaught exceptions and console errors so far."""
+        return [*self.page.evaluate("() => window.__violations"), *self.errors]
+
+    def close(self) -> None:
+        """Close the context (and its page)."""
+        self.context.close()
+
+
+@contextmanager
+def watched_page(browser: Browser, **context_options: Any) -> Iterator[WatchedPage]:
+    """A :class:`WatchedPage`, closed afterwards."""
+    watched = WatchedPage(browser, **context_options)
+    try:
+        yield watched
+    finally:
+        watched.close()

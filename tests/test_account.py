@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -449,3 +450,37 @@ def test_deleting_the_account_leaves_nothing_of_it_in_any_file(
     assert _recover(app, code, NEW).status_code == 401
     assert Person(app).register() != code  # the name is free again
     assert Person(app).login("bob").status_code == 200  # and bob untouched
+
+
+
+def test_events_appended_at_once_over_several_connections_take_distinct_numbers(
+        app: Flask, alice: tuple[Person, str]) -> None:
+    """Two processes recording for one user at once (two logins) never take one number twice."""
+    with open_database(app) as db:
+        user_id, before = db.execute("SELECT id, event_count FROM users WHERE username = ?",
+                                     ("alice",)).fetchone()
+    barrier = threading.Barrier(6)
+
+    def append(_: int) -> list[int]:
+        # A connection of its own: what another process has (its own pool, its own lock).
+        db = store.connect(app.config["DATABASE"])
+        try:
+            barrier.wait()
+            return [store.events.append_event(db, user_id, "login", "2026-01-01T00:00:00Z",
+                                              lambda seq: None,
+                                              lambda previous, seq, *_: previous + b"|%d" % seq,
+                                              lambda count, last: last)
+                    for _ in range(5)]
+        finally:
+            db.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        taken = sorted(n for numbers in pool.map(append, range(6)) for n in numbers)
+    assert taken == list(range(before + 1, before + 31))
+    with open_database(app) as db:
+        rows = db.execute("SELECT seq, mac FROM events WHERE user_id = ? AND seq > ?"
+                          " ORDER BY seq", (user_id, before)).fetchall()
+    # Each event chains onto the one before it: none was computed from a stale head.
+    assert [bytes(mac).rsplit(b"|", 1)[1] for _, mac in rows] == [
+        b"%d" % seq for seq, _ in rows]
+    assert all(bytes(rows[i][1]).startswith(bytes(rows[i - 1][1])) for i in range(1, len(rows)))

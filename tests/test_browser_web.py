@@ -23,7 +23,7 @@ from securechat.protocol import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
 from securechat.server import CSP
 from securechat.widgets.markdown import TAGS, render_markdown
 from tests import browser_helpers
-from tests.browser_helpers import chromium, screenshot
+from tests.browser_helpers import chromium, register, screenshot
 from tests.fake_backend import Flaky
 from tests.helpers import FAST
 from tests.markdown_helpers import CASES, DOM_TREE_FUNCTION, DOM_TREE_JS, html_tree
@@ -75,6 +75,22 @@ def test_script_never_builds_html_from_strings(name: str) -> None:
         # Elements are made from the tree's tag names, and only from the fixed set.
         assert source.count("createElement(") == 1
         assert "TAGS.includes(node.tag)" in source
+
+
+def _code_lines(source: str) -> list[str]:
+    """The lines of a script of ours without its comments (block, and whole-line //)."""
+    source = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
+    return [line for line in source.splitlines() if not line.lstrip().startswith("//")]
+
+
+@pytest.mark.parametrize("name", ["app.js", "markdown.js"])
+def test_script_keeps_nothing_in_browser_storage(name: str) -> None:
+    # The CSRF token, recovery codes and temporary chats live in the page's memory only:
+    # nothing that outlives the tab (or that another script of the origin could read later).
+    code = "\n".join(_code_lines((STATIC / name).read_text("utf-8")))
+    for store in ("localStorage", "sessionStorage", "indexedDB", "document.cookie", "caches."):
+        assert store not in code, store
+    assert _code_lines("// localStorage\n/* sessionStorage */ x = 1;") == [" x = 1;"]
 
 
 def _input_attributes(input_id: str) -> dict[str, str | None]:
@@ -129,8 +145,10 @@ def test_page_and_assets_are_served_with_the_csp(app: Flask) -> None:
 
 # --- in the browser ------------------------------------------------------------------
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # One Chromium for the module (each test has a context of its own): launching one per
+    # test cost more than most tests.
     with chromium() as b:
         yield b
 
@@ -176,16 +194,6 @@ def violations(page: Page) -> list[Any]:
 def page_errors(page: Page) -> list[str]:
     """Uncaught exceptions and console errors of the page (HTTP error statuses aside)."""
     return list(_errors[page])
-
-
-def register(page: Page, url: str, username: str) -> None:
-    page.goto(url + "/")
-    expect(page.locator("#auth")).to_be_visible()
-    page.fill("#username", username)
-    page.fill("#password", PASSWORD)
-    page.click("#register")
-    expect(page.locator("#chat")).to_be_visible()
-    expect(page.locator("#who")).to_have_text(username)
 
 
 def send(page: Page, text: str) -> float:
@@ -244,7 +252,7 @@ def test_chat_xss_reload_logout(server: BackgroundServer, page: Page, tmp_path: 
     page.click("#logout")
     expect(page.locator("#auth")).to_be_visible()
     expect(page.locator("#chat")).to_be_hidden()
-    expect(page.locator("#notice")).to_have_text("Logged out.")
+    expect(page.locator("#status")).to_have_text("Logged out.")
     page.reload()  # the server revoked the session: still logged out
     expect(page.locator("#auth")).to_be_visible()
     assert violations(page) == []
@@ -463,8 +471,12 @@ def test_reply_markdown_xss_corpus(server: BackgroundServer, page: Page) -> None
         if el["in"] == "markdown":
             assert el["tag"] in allowed, el
             assert el["attrs"] == WRAPPERS.get(el["tag"], {}), el
-        else:  # the page's own frame of each message
-            assert el["tag"] in ("li", "span", "div") and names == {"class"}, el
+        elif el["tag"] == "button":  # the message's own actions: Copy, Edit, Regenerate
+            assert names <= {"class", "type", "aria-label", "hidden"}, el
+            assert el["attrs"]["type"] == "button", el
+        else:  # the page's own frame of each message (a stored one carries its id)
+            assert el["tag"] in ("li", "span", "div") and {"class"} <= names <= {
+                "class", "data-id"}, el
     assert {el["tag"] for el in elements if el["in"] == "markdown"} >= {
         "p", "strong", "em", "code", "pre", "ul", "li", "blockquote", "div", "button"}
     assert violations(page) == []

@@ -9,6 +9,7 @@ every file the server process has open (unlinked ones included, through /proc/<p
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from securechat import ChatClient
+from securechat import ApiError, ChatClient
 
 from .helpers import PASSWORD
 from .served import Served, serve_env
@@ -177,3 +178,162 @@ def test_uploaded_files_stay_in_memory(app: Flask) -> None:
     finally:
         environ["wsgi.input"].close()
         builder.close()
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes or ends a chunked body."""
+    sock.settimeout(60)
+    received = b""
+    while not received.endswith(b"\r\n0\r\n\r\n"):
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        received += data
+    return received
+
+
+def test_a_slowly_read_export_is_never_written_to_disk(
+        served: Served, history: tuple[ChatClient, str]) -> None:
+    client, _ = history
+    readers = []
+    try:
+        for fmt in ("json", "markdown"):
+            sock = _slow_socket(served.port)
+            sock.sendall(_request("GET", f"/api/export?format={fmt}", client))
+            readers.append(sock)
+        _settle(served.pid)
+        assert_no_plaintext_on_disk(served.pid)
+        # 6 MB of export, and the server waits for its reader: back-pressure, not files.
+        with readers.pop() as sock:
+            received = _read_all(sock)
+        assert received.startswith(b"HTTP/1.1 200") and MARKER.encode() in received
+        assert b"<!-- export complete: 1 conversations, 200 messages -->" in received
+    finally:
+        for sock in readers:
+            sock.close()
+
+
+def test_a_slowly_read_ghost_reply_is_never_written_to_disk(
+        served: Served, history: tuple[ChatClient, str]) -> None:
+    client, _ = history
+    turns = [{"role": "user", "content": BODY[:32_000]},
+             {"role": "assistant", "content": "noted"},
+             {"role": "user", "content": BODY[:32_000]}]
+    body = json.dumps({"messages": turns}).encode()
+    readers = []
+    try:
+        for _ in range(10):
+            sock = _slow_socket(served.port)
+            request = _request("POST", "/api/ghost", client, body)
+            sock.sendall(request.replace(b"\r\n\r\n", b"\r\nAccept: text/event-stream\r\n\r\n",
+                                         1))
+            readers.append(sock)
+        _settle(served.pid)
+        assert_no_plaintext_on_disk(served.pid)
+        with readers.pop() as sock:
+            received = _read_all(sock)
+        assert received.startswith(b"HTTP/1.1 200") and MARKER.encode() in received
+        assert b"event: done" in received
+    finally:
+        for sock in readers:
+            sock.close()
+
+
+def _import_body(size: int) -> bytes:
+    """A valid export of about ``size`` bytes, every message holding the marker."""
+    message = {"role": "user", "content": BODY[:30_000],
+               "created_at": "2026-01-01T00:00:00Z"}
+    per = len(json.dumps(message, ensure_ascii=False).encode()) + 1
+    conv = {"title": "imported", "created_at": "2026-01-01T00:00:00Z", "starred": False,
+            "messages": [message] * max(1, size // per)}
+    return json.dumps({"format": "securechat-export", "version": 1, "conversations": [conv]},
+                      ensure_ascii=False).encode()
+
+
+def test_a_large_import_sent_slowly_is_never_written_to_disk(
+        served: Served, history: tuple[ChatClient, str]) -> None:
+    client, _ = history
+    body = _import_body(8 * 1024 * 1024)  # far over waitress's 512 KiB, under 64 MiB
+    request = _request("POST", "/api/import", client, body)
+    with _slow_socket(served.port) as sock:
+        sock.sendall(request[:-10])
+        _settle(served.pid)
+        assert_no_plaintext_on_disk(served.pid)
+        sock.sendall(request[-10:])
+        sock.settimeout(60)
+        answer = b""
+        while not answer.endswith(b"}\n"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
+    assert b'"imported":1' in answer
+    assert_no_plaintext_on_disk(served.pid)
+
+
+def test_serve_takes_imports_up_to_their_own_cap(instance: Path) -> None:
+    served = Served(instance, serve_env(SECURECHAT_MAX_IMPORT_BYTES=str(3 * 1024 * 1024)))
+    try:
+        with ChatClient(served.url, timeout=60) as client:
+            client.register("ada", PASSWORD)
+            client.login("ada", PASSWORD)
+            # Over MAX_CONTENT_LENGTH (1 MiB), under MAX_IMPORT_BYTES: the import alone passes.
+            medium = _import_body(2 * 1024 * 1024)
+            assert len(medium) > 1024 * 1024
+            assert client.import_export(medium)["imported"] == 1
+            conv = client.new_conversation()["id"]
+            with pytest.raises(ApiError) as info:
+                client.request("POST", f"/api/conversations/{conv}/messages",
+                               json={"content": "x", "padding": "y" * (2 * 1024 * 1024)})
+            assert (info.value.status, info.value.code) == (413, "too_large")
+            with pytest.raises(ApiError) as info:
+                client.import_export(_import_body(4 * 1024 * 1024))
+            assert (info.value.status, info.value.code) == (413, "too_large")
+            assert len(client.conversations()) == 2  # the refused one added nothing
+    finally:
+        served.kill()
+
+
+def _answer(sock: socket.socket) -> bytes:
+    sock.settimeout(60)
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        data = sock.recv(65536)
+        if not data:
+            break
+        answer += data
+    return answer
+
+
+def test_one_large_import_at_a_time_the_next_is_refused_unread(
+        served: Served, history: tuple[ChatClient, str]) -> None:
+    """Large bodies cannot add up in memory: a second is a 503 before a byte of it is read."""
+    client, _ = history
+    first = _request("POST", "/api/import", client, _import_body(4 * 1024 * 1024))
+    with _slow_socket(served.port) as holder:
+        holder.sendall(first[:-10])  # the whole body but its end: it holds the slot
+        _settle(served.pid, 0.5)
+        # Anyone may ask: a stranger's body is never read either (no session: 401)...
+        stranger = (b"POST /api/import HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", served.port)) as other:
+            other.sendall(stranger)
+            refused = _answer(other)
+        assert refused.startswith(b"HTTP/1.1 401"), refused[:300]
+        assert b"connection: close" in refused.lower()
+        # ... and the user's own second large import waits its turn, unread too.
+        second = _request("POST", "/api/import", client, b"")
+        second = second.replace(b"Content-Length: 0", b"Content-Length: 50000000")
+        with socket.create_connection(("127.0.0.1", served.port)) as other:
+            other.sendall(second)
+            refused = _answer(other)
+        assert refused.startswith(b"HTTP/1.1 503"), refused[:300]
+        assert b"retry-after: 5" in refused.lower() and b'"unavailable"' in refused
+        assert b"connection: close" in refused.lower()
+        # A small import, and everything else, go on as usual meanwhile.
+        assert client.search("nothing like this")["results"] == []
+        holder.sendall(first[-10:])
+        assert _answer(holder).startswith(b"HTTP/1.1 201")
+    # The slot is free again.
+    assert client.import_export(_import_body(2 * 1024 * 1024))["imported"] == 1

@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from flask import Flask, current_app, g
 
 from . import leases
-from .http import busy, fail
+from .http import IMPORT_BUSY_MESSAGE, busy, fail
 from .leases import Lease, PerKey, PerKeyCap
 
-__all__ = ["BackendCall", "PerKey", "Slots", "init_app", "kdf_slot"]
+__all__ = ["BackendCall", "PerKey", "Slots", "import_slot", "init_app", "kdf_slot"]
 
 KDF_BUSY_MESSAGE = "The server is busy checking other passwords; try again in a moment."
 
@@ -70,6 +70,8 @@ def init_app(app: Flask) -> None:
     app.extensions["securechat.kdf_slots"] = Slots(
         int(cfg["KDF_CONCURRENCY"]), float(cfg["KDF_MAX_WAIT"]), int(cfg["KDF_QUEUE"]))
     app.extensions["securechat.backend_slots"] = Slots(int(cfg["MAX_STREAMS"]))
+    # An import holds its body and the parsed export in memory: a few at a time.
+    app.extensions["securechat.import_slots"] = Slots(int(cfg["IMPORT_CONCURRENCY"]))
     app.extensions["securechat.backend_per_user"] = leases.per_key(
         app, "streams", int(cfg["MAX_STREAMS_PER_USER"]))
     app.teardown_request(_release_on_error)
@@ -83,6 +85,18 @@ def _release_on_error(exc: BaseException | None) -> None:
     if exc is not None:
         for call in g.pop("backend_calls", []):
             call.release()
+
+
+@contextmanager
+def import_slot() -> Iterator[None]:
+    """Hold one import slot, or answer 503 + Retry-After at once."""
+    slots: Slots = current_app.extensions["securechat.import_slots"]
+    if not slots.acquire():
+        busy(IMPORT_BUSY_MESSAGE, 5)
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 @contextmanager

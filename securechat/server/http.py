@@ -47,6 +47,12 @@ def fail(status: int, code: str, message: str,
     raise Abort(status, code, message, headers)
 
 
+# Set in the environ of an import the production server turned away unread (every
+# large-body slot taken): the view answers 503 + Retry-After.
+IMPORT_BUSY = "securechat.import_busy"
+IMPORT_BUSY_MESSAGE = "Another import is running; try again in a moment."
+
+
 def busy(message: str, retry_after: int) -> NoReturn:
     """Answer 503 with ``Retry-After``: the server is at capacity, try again shortly."""
     fail(503, "unavailable", message, {"Retry-After": str(max(1, int(retry_after)))})

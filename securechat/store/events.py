@@ -33,18 +33,20 @@ def append_event(db: Database, user_id: str, type_: str, at: str,
     Joins the caller's transaction when there is one: the event commits with its action.
     """
     with transaction(db):
-        row = db.execute("SELECT event_count FROM users WHERE id = ?", (user_id,)).fetchone()
-        if row is None:
+        # Counting up first takes the user row's write lock (PostgreSQL's row lock, SQLite's
+        # database lock): two processes logging in at once cannot both take the same number.
+        if db.execute("UPDATE users SET event_count = event_count + 1 WHERE id = ?",
+                      (user_id,)).rowcount == 0:
             return 0  # the account is gone: nothing to record it in
-        seq = int(row[0]) + 1
+        row = db.execute("SELECT event_count FROM users WHERE id = ?", (user_id,)).fetchone()
+        seq = int(row[0])
         last = db.execute("SELECT mac FROM events WHERE user_id = ? AND seq = ?",
                           (user_id, seq - 1)).fetchone()
         details = details_for(seq)
         mac = chain(last[0] if last else b"", seq, type_, at, details)
         db.execute("INSERT INTO events (user_id, seq, type, at, details, mac)"
                    " VALUES (?, ?, ?, ?, ?, ?)", (user_id, seq, type_, at, details, mac))
-        db.execute("UPDATE users SET event_count = ?, event_mac = ? WHERE id = ?",
-                   (seq, head(seq, mac), user_id))
+        db.execute("UPDATE users SET event_mac = ? WHERE id = ?", (head(seq, mac), user_id))
     return seq
 
 
