@@ -1190,3 +1190,171 @@ def test_the_input_module_has_the_keyboard_shortcuts_and_labels() -> None:
     assert 'setAttribute("aria-label", "Message")' in esm
     assert 'setAttribute("aria-label", "Stop generating")' in esm
     assert 'stop.style.display = model.get("streaming") ? "" : "none"' in esm
+
+
+# --- conversations: star, rename, search; regenerate, edit; temporary chats; export ------
+
+def titles(box: ChatBox) -> list[str]:
+    return [title for title, _ in box.conversations()]
+
+
+def test_star_and_rename(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.send("older one")
+    older = box.conversation_id
+    box.new_draft()
+    box.send("newer one")
+    assert titles(box) == ["newer one", "older one"]
+    box.switch(older or "")
+    box.star_button.value = True  # what clicking *Star* does
+    assert titles(box) == ["★ older one", "newer one"]  # starred first
+    assert box.client.conversations()[0]["starred"] is True
+    assert box.conversation_id == older and box.star_button.value
+    assert box.star(False) and titles(box) == ["newer one", "older one"]
+    assert not box.star_button.value
+    # Rename in the row *Rename* opens, with the title to edit.
+    box.rename_button.click()
+    assert box.chats.rename_row.layout.display is None
+    assert box.chats.title_field.value == "older one"
+    box.chats.title_field.value = "<b>renamed</b>"
+    box.chats.save_title_button.click()
+    assert box.chats.rename_row.layout.display == "none" and box.chats.title_field.value == ""
+    assert "<b>renamed</b>" in titles(box)  # a title is text (the dropdown escapes it)
+    assert box.rename("   ") is False and "title" in box.error.lower()  # the server's 400
+    assert box.rename("from code", conversation_id=older) and "from code" in titles(box)
+    box.close()
+
+
+def test_search_and_open_a_result(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.send("the blue pot <hides> the key")
+    with_key = box.conversation_id
+    box.new_draft()
+    box.send("nothing here")
+    box.finder.query.value = "KEY"
+    box.finder.search_button.click()
+    results = box.finder.results
+    assert {r["conversation_id"] for r in results} == {with_key}
+    assert "match" in box.finder.summary.value
+    shown = box.finder.result_box.children[0].children[0].value
+    assert "<mark>key</mark>" in shown and "&lt;hides&gt;" in shown and "<hides>" not in shown
+    box.finder.result_box.children[0].children[1].click()  # Open
+    assert box.conversation_id == with_key
+    assert box.search("") == [] and box.error  # the server's 400: an empty query
+    box.finder.clear_button.click()
+    assert box.finder.result_box.children == () and box.finder.query.value == ""
+    box.close()
+
+
+def test_regenerate_replaces_the_last_reply(make_user: Callable[..., ChatClient]) -> None:
+    for stream in (True, False):
+        box = logged_in_box(make_user, stream=stream)
+        assert box.regenerate_button.disabled  # nothing to regenerate yet
+        box.send("say it again")
+        first = box.messages[-1]
+        assert not box.regenerate_button.disabled
+        box.regenerate_button.click()
+        assert box.error == "" and len(box.messages) == 2
+        assert box.messages[-1]["content"] == "Echo: say it again"
+        assert box.messages[-1]["id"] != first["id"]  # a new reply
+        conversation = box.conversation_id
+        assert conversation is not None
+        stored = box.client.history(conversation)
+        assert [m["content"] for m in stored] == [m["content"] for m in box.messages]
+        assert stored[-1]["id"] == box.messages[-1]["id"]  # the old reply is gone
+        box.close()
+
+
+def test_edit_and_resend_the_last_message(make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.send("first question")
+    box.send("a typo'd question")
+    box.edit_button.click()
+    assert box.input.value == "a typo'd question" and box._editing
+    assert box.cancel_edit_button.layout.display is None
+    box.input._handle_custom_msg({"type": "submit", "text": "the right question"}, [])
+    assert box.wait(30)
+    assert box.transcript() == ("user: first question\nassistant: Echo: first question\n"
+                                "user: the right question\nassistant: Echo: the right question")
+    assert not box._editing and box.cancel_edit_button.layout.display == "none"
+    conversation = box.conversation_id
+    assert conversation is not None
+    assert len(box.client.history(conversation)) == 4  # replaced, not added
+    # Cancelled, the next message is a new one.
+    box.ask_edit()
+    box.cancel_edit()
+    assert box.input.value == ""
+    box.send("a new one")
+    assert len(box.messages) == 6
+    box.close()
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_temporary_chat_is_stored_nowhere(
+        app: Flask, make_user: Callable[..., ChatClient], stream: bool) -> None:
+    box = logged_in_box(make_user, stream=stream)
+    box.send("a stored one")
+    db = app.extensions["securechat.db"]
+    conn = db.take()
+    try:
+        def rows() -> tuple[int, int, int]:
+            return tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
+                         for t in ("conversations", "messages", "events"))
+        before = rows()
+        box.temporary_button.value = True
+        assert box.temporary and box.messages == [] and box.conversation_id is None
+        assert box.picker.disabled and box.regenerate_button.disabled
+        assert "nothing is stored" in box.temporary_note.value
+        box.send("my secret plan")
+        box.send("and the second step")
+        assert box.transcript() == ("user: my secret plan\nassistant: Echo: my secret plan\n"
+                                    "user: and the second step\n"
+                                    "assistant: Echo: and the second step")
+        assert rows() == before  # no conversation, no message, no security event
+        assert titles(box) == ["a stored one"]
+        box.temporary_button.value = False  # leaving it forgets it
+        assert not box.temporary and "a stored one" in box.transcript()
+        assert "secret plan" not in box.transcript() and rows() == before
+    finally:
+        db.give(conn)
+    box.close()
+
+
+def test_a_temporary_message_that_failed_goes_back_to_the_input(
+        server: BackgroundServer, make_user: Callable[..., ChatClient]) -> None:
+    box = logged_in_box(make_user)
+    box.set_temporary(True)
+    server.stop()
+    assert box.send("lost?") is None
+    assert box.messages == [] and box.input.value == "lost?"
+    box.close()
+
+
+def test_export_and_import(make_user: Callable[..., ChatClient], tmp_path: Path) -> None:
+    box = logged_in_box(make_user)
+    box.send("export me")
+    box.account_button.value = True
+    assert "plain text" in box.history.warning.value
+    box.history.export_path.value = str(tmp_path / "history.json")
+    box.history.export_button.click()
+    exported = json.loads((tmp_path / "history.json").read_text("utf-8"))
+    assert [m["content"] for m in exported["conversations"][0]["messages"]] == [
+        "export me", "Echo: export me"]
+    assert "plain text" in box.history.note.value
+    assert box.export(tmp_path / "history.md", "markdown") == tmp_path / "history.md"
+    archive = box.export_archive(tmp_path / "backup.bin", "archive passphrase")
+    assert archive is not None and b"export me" not in archive.read_bytes()
+    other = logged_in_box(make_user)
+    assert other.import_export(tmp_path / "history.json") == {"imported": 1, "messages": 2}
+    assert titles(other) == ["export me"] and other.transcript().startswith("user: export me")
+    other.account_button.value = True
+    other.history.import_path.value = str(archive)
+    other.history.import_passphrase.value = "archive passphrase"
+    other.history.import_button.click()
+    assert other.history.import_passphrase.value == ""  # not kept in the widget
+    assert "Imported 1 conversations" in other.history.note.value
+    assert len(titles(other)) == 2
+    assert other.import_export(tmp_path / "backup.bin", "wrong passphrase") is None
+    assert other.error
+    box.close()
+    other.close()

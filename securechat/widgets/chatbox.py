@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import ipywidgets as w
@@ -32,7 +34,9 @@ from .chat_input import ChatInput
 from .conversations import Conversations
 from .login import LoginForm
 from .messages import MessageList
+from .portable import HistoryTools
 from .render import describe_error
+from .search import Search
 from .status import Status
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,10 @@ class ChatBox:
     :meth:`delete_account`. A new recovery code (at registration, after a password change,
     a recovery or on request) is shown once, masked until *Show* is pressed; the methods
     return it as a :class:`~securechat.recovery.RecoveryCode`, which prints masked too.
+    Chatting: :meth:`stop` (*Stop*, Esc), :meth:`regenerate`, :meth:`edit_last` (*Edit last
+    message*), :meth:`copy` and :meth:`copy_code`, :meth:`rename`, :meth:`star`,
+    :meth:`search`, :meth:`set_temporary` (*Temporary chat*: stored nowhere, the box holds
+    the history), :meth:`export`, :meth:`export_archive`, :meth:`import_export`.
     The *Delete* button asks for confirmation first; :meth:`delete_conversation`, called
     from code, deletes at once. After a login, a registration, *New* or a conversation
     picked in the dropdown, the cursor goes to the message box (never when driven from
@@ -63,6 +71,9 @@ class ChatBox:
     # Seconds between two redraws of a reply that is streaming in (each redraw sends the
     # whole bubble to the browser).
     refresh_interval = 0.05
+    # How many messages a temporary chat sends as its history (the server's HISTORY_WINDOW,
+    # by default, keeps as many of a stored one).
+    ghost_window = 20
 
     def __init__(self, client: ChatClient, stream: bool = True) -> None:
         self.client = client
@@ -86,6 +97,7 @@ class ChatBox:
         self.login_button, self.register_button = form.login_button, form.register_button
         self.picker, self.new_button, self.delete_button = (
             chats.picker, chats.new_button, chats.delete_button)
+        self.star_button, self.rename_button = chats.star_button, chats.rename_button
         self.confirm_row, self.confirm_text = chats.confirm_row, chats.confirm_text
         self.confirm_delete_button = chats.confirm_delete_button
         self.cancel_delete_button = chats.cancel_delete_button
@@ -98,22 +110,48 @@ class ChatBox:
         self.code_view = RecoveryCodeView()
         self.account = AccountPanel(client, self._run, show_code=self.code_view.show,
                                     on_gone=lambda notice: self._leave_chat(notice, error=False))
+        self.history = HistoryTools(client, self._run,
+                                    on_imported=lambda: self.chats.refresh(self.conversation_id))
+        self.finder = Search(client, self._run, open=self._open_result)
+        self.temporary = False  # a temporary chat: stored nowhere, the history is the box's
+        self._editing = False  # the next message replaces the last one sent
+        self.temporary_button = w.ToggleButton(
+            description="Temporary chat", icon="user-secret", layout=w.Layout(width="auto"),
+            tooltip="Nothing is stored: the history stays in this box and goes with it")
+        self.temporary_note = w.HTML(layout=w.Layout(display="none"))
+        auto = w.Layout(width="auto")
+        self.regenerate_button = w.Button(description="Regenerate", icon="refresh", layout=auto,
+                                          tooltip="Another answer to your last message")
+        self.edit_button = w.Button(description="Edit last message", icon="pencil", layout=auto,
+                                    tooltip="Change your last message and send it again")
+        self.cancel_edit_button = w.Button(description="Cancel edit", layout=w.Layout(
+            width="auto", display="none"))
+        self.actions_row = w.HBox([self.regenerate_button, self.edit_button,
+                                   self.cancel_edit_button])
         self.who = w.HTML()
         self.account_button = w.ToggleButton(description="Account", layout=w.Layout(width="auto"),
                                              tooltip="Password, recovery code, sessions, "
                                                      "security log, deletion")
         self.logout_button = w.Button(description="Log out", layout=w.Layout(width="auto"))
         self.login_panel = form.view
-        self._header = w.HBox([self.who, w.HBox([self.account_button, self.logout_button])],
+        self._header = w.HBox([self.who, w.HBox([self.temporary_button, self.account_button,
+                                                 self.logout_button])],
                               layout=w.Layout(justify_content="space-between"))
         self.chat_panel = w.VBox([
-            self._header, self.code_view.view, self.account.view,
-            chats.bar, chats.confirm_row, self.message_list, self.thinking, self.input,
+            self._header, self.code_view.view, self.account.view, self.history.view,
+            self.finder.view,
+            chats.bar, chats.rename_row, chats.confirm_row, self.temporary_note,
+            self.message_list, self.actions_row, self.thinking, self.input,
         ])
         self.root = w.VBox([self.login_panel, self.notice_row],
                            layout=w.Layout(max_width="760px"))
         self.logout_button.on_click(lambda _b: self.logout())
         self.account_button.observe(self._account_toggled, names="value")
+        self.temporary_button.observe(lambda c: self.set_temporary(bool(c["new"])),
+                                      names="value")
+        self.regenerate_button.on_click(lambda _b: self.regenerate())
+        self.edit_button.on_click(lambda _b: self.ask_edit())
+        self.cancel_edit_button.on_click(lambda _b: self.cancel_edit())
         self.input.on_submit(self._send_in_background)
         self.input.on_stop(self.stop)
         self.input.on_copied(self._copied)
@@ -135,7 +173,10 @@ class ChatBox:
         boxes = [self.chat_panel, *self.chat_panel.children, *self._header.children, self.root]
         return [*self.bubbles.widgets(), *self.login_form.widgets(), *self.chats.widgets(),
                 *self.status.widgets(), *self.account.widgets(), *self.code_view.widgets(),
-                self.who, self.account_button, self.logout_button, self.input, *boxes]
+                *self.finder.widgets(), *self.history.widgets(), self.who, self.account_button,
+                self.logout_button, self.temporary_button, self.temporary_note,
+                self.regenerate_button, self.edit_button, self.cancel_edit_button, self.input,
+                *boxes]
 
     # --- running one action ------------------------------------------------------
 
@@ -172,7 +213,15 @@ class ChatBox:
         self.input.disabled = self.logout_button.disabled = self.account_button.disabled = busy
         self.login_form.set_busy(busy)
         self.account.set_busy(busy)
-        self.chats.set_busy(busy)
+        self.history.set_busy(busy)
+        self.finder.set_busy(busy)
+        self.temporary_button.disabled = busy
+        # A temporary chat has no stored conversation to pick, star, regenerate or edit.
+        stored = not self.temporary
+        self.chats.set_busy(busy or not stored)
+        last = self.bubbles.messages[-1]["role"] if self.bubbles.messages else None
+        self.regenerate_button.disabled = busy or not stored or last != "assistant"
+        self.edit_button.disabled = busy or not stored or last is None
         self.status.set_busy(busy, thinking)
 
     def show_notice(self, text: str, error: bool = False) -> None:
@@ -236,6 +285,7 @@ class ChatBox:
             self.account.hide()
         elif not self.account.open():
             self.account_button.value = False
+        self.history.show(self.account.is_open)
 
     def change_password(self, current_password: str, new_password: str) -> RecoveryCode | None:
         """Set a new password (other sessions end); return the new recovery code, shown once."""
@@ -296,8 +346,12 @@ class ChatBox:
     def _leave_chat(self, notice: str, error: bool = True) -> None:
         self.logged_in = False
         self.client.csrf_token = self.client.username = None
+        self._end_temporary()
+        self.cancel_edit()
+        self.finder.clear()
         self.chats.forget()
         self.account.blank()
+        self.history.blank()
         self.account_button.value = False
         self.code_view.dismiss()
         self.login_form.reset()
@@ -348,6 +402,10 @@ class ChatBox:
         if not self.logged_in:
             self.show_notice("Log in first.", error=True)
             return None
+        if self.temporary:
+            return self._send_temporary(text)
+        if self._editing:
+            return self.edit_last(text)
 
         def action() -> dict[str, Any]:
             self.input.value = ""
@@ -378,6 +436,159 @@ class ChatBox:
                 raise
 
         return self._run(action, thinking=True)
+
+    # --- temporary chats, regenerate, edit ------------------------------------------
+
+    def set_temporary(self, on: bool = True) -> None:
+        """Start (or end) a temporary chat: nothing is stored, the box holds its history.
+
+        Ending it forgets that chat and shows the stored conversations again.
+        """
+        if on == self.temporary:
+            return
+        if on and not self.logged_in:
+            self.temporary_button.value = False
+            return
+        if on:
+            self.cancel_edit()
+            self.temporary = True
+            self.temporary_button.value = True
+            self.chats.draft()
+            self.temporary_note.value = (
+                "<i>Temporary chat: nothing is stored on the server, and this chat is gone "
+                "when you leave it or close the box.</i>")
+            self.temporary_note.layout.display = None
+            self._set_busy(False, False)
+        else:
+            self._end_temporary()
+            self._run(lambda: self.chats.refresh(select=None))
+
+    def _end_temporary(self) -> None:
+        self.temporary = False
+        self.temporary_button.value = False
+        self.temporary_note.value = ""
+        self.temporary_note.layout.display = "none"
+        self.bubbles.show([])
+
+    def _send_temporary(self, text: str) -> dict[str, Any] | None:
+        def action() -> dict[str, Any]:
+            self.input.value = ""
+            kept = len(self.bubbles.messages)
+            history = [{"role": str(m["role"]), "content": str(m["content"])}
+                       for m in self.bubbles.messages if m["content"]]
+            history = [*history, {"role": "user", "content": text}][-self.ghost_window:]
+            self.bubbles.append({"role": "user", "content": text})
+            try:
+                if self.stream:
+                    return self.bubbles.receive(self.client.ghost_stream(history),
+                                                self.refresh_interval,
+                                                on_first=self.status.stop_thinking,
+                                                stopped=self._stop.is_set)
+                return self._settle(self.client.ghost(history)["reply"])
+            except (ApiError, TransportError):
+                # Stored nowhere: the text goes back into the input, ready to send again.
+                while len(self.bubbles.messages) > kept:
+                    self.bubbles.drop_last()
+                self.input.value = text
+                raise
+
+        return self._run(action, thinking=True)
+
+    def regenerate(self) -> dict[str, Any] | None:
+        """Replace the last reply with a new answer (the old one goes once the new one exists)."""
+        conversation_id = self.conversation_id
+        if (conversation_id is None or not self.logged_in or self.temporary
+                or not self.messages or self.messages[-1]["role"] != "assistant"):
+            return None
+
+        def action() -> dict[str, Any]:
+            self.bubbles.drop_last()
+            try:
+                if self.stream:
+                    return self.bubbles.receive(self.client.regenerate_stream(conversation_id),
+                                                self.refresh_interval,
+                                                on_first=self.status.stop_thinking,
+                                                stopped=self._stop.is_set)
+                return self._settle(self.client.regenerate(conversation_id)["reply"])
+            except (ApiError, TransportError):
+                # The server keeps the old reply until a new one exists: show what it holds.
+                self.chats.load(conversation_id)
+                raise
+
+        return self._run(action, thinking=True)
+
+    def ask_edit(self) -> None:
+        """What *Edit last message* does: put your last message in the box to change it."""
+        mine = [m for m in self.messages if m["role"] == "user"]
+        if not mine or self.temporary or self._busy:
+            return
+        self._editing = True
+        self.input.value = str(mine[-1]["content"])
+        self.cancel_edit_button.layout.display = None
+        self.show_notice("Editing your last message: send it to replace it and what followed.")
+        self.input.focus()
+
+    def cancel_edit(self) -> None:
+        """Leave editing: the next message is sent as a new one."""
+        if self._editing:
+            self._editing = False
+            self.input.value = ""
+            self.show_notice("")
+        self.cancel_edit_button.layout.display = "none"
+
+    def edit_last(self, text: str) -> dict[str, Any] | None:
+        """Replace your last message with ``text`` (what followed goes); return the new reply."""
+        conversation_id = self.conversation_id
+        if conversation_id is None or not self.logged_in or self.temporary or not text.strip():
+            return None
+
+        def action() -> dict[str, Any]:
+            # Messages sent from this box have no id here: the server names the last one.
+            page = self.client.history_page(conversation_id, limit=20)
+            mine = [m for m in page["messages"] if m["role"] == "user"]
+            if not mine:
+                raise SecureChatError("There is no message of yours to edit.")
+            answer = self.client.edit_last(conversation_id, str(mine[-1]["id"]), text)
+            self._editing = False
+            self.cancel_edit_button.layout.display = "none"
+            self.input.value = ""
+            self.chats.load(conversation_id)
+            return dict(answer["reply"])
+
+        return self._run(action, thinking=True)
+
+    # --- conversations and history: star, rename, search, export, import --------------
+
+    def star(self, starred: bool = True, conversation_id: str | None = None) -> bool:
+        """Star (or unstar) a conversation (default: the one shown); starred ones come first."""
+        return self.chats.star(starred, conversation_id)
+
+    def rename(self, title: str, conversation_id: str | None = None) -> bool:
+        """Rename a conversation (default: the one shown)."""
+        return self.chats.rename(title, conversation_id)
+
+    def search(self, query: str, more: bool = False) -> list[dict[str, Any]]:
+        """Search your titles and messages; the results are shown with *Open*; return them."""
+        return self.finder.search(query, more) or []
+
+    def _open_result(self, conversation_id: str) -> None:
+        if self.temporary:
+            self._end_temporary()
+        if self.switch(conversation_id):
+            self.input.focus()
+
+    def export(self, path: str | os.PathLike[str], format: str = "json") -> Path | None:
+        """Write your whole history (``json`` or ``markdown``: plain text!) to ``path``."""
+        return self.history.export(path, format)
+
+    def export_archive(self, path: str | os.PathLike[str], passphrase: str) -> Path | None:
+        """Write your whole history, encrypted under ``passphrase``, to ``path``."""
+        return self.history.export_archive(path, passphrase)
+
+    def import_export(self, source: str | os.PathLike[str] | bytes | dict[str, Any],
+                      passphrase: str | None = None) -> dict[str, int] | None:
+        """Import an export (or, with ``passphrase``, an archive) as new conversations."""
+        return self.history.import_export(source, passphrase)
 
     def _send_in_background(self, text: str) -> None:
         """What Enter and *Send* do: :meth:`send` in a thread of its own.
@@ -461,6 +672,9 @@ class ChatBox:
         self.bubbles.blank()
         self.chats.blank()
         self.account.blank()
+        self.history.blank()
+        self.finder.clear()
+        self.temporary_note.value = ""
         self.code_view.dismiss()
         self.login_form.reset()
         self.input.value = ""

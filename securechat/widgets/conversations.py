@@ -1,4 +1,4 @@
-"""The conversations: the picker, *New*, and *Delete* with the row that asks to confirm.
+"""The conversations: the picker, *New*, *Star*, *Rename*, and *Delete* with its confirmation.
 
 This component knows which conversation is shown (:attr:`Conversations.current`) and
 loads its history into the :class:`MessageList`; every call to the server goes through the
@@ -39,6 +39,7 @@ class Conversations:
         self._busy = False
         self._picking = False  # True while the picker is refilled from code
         self._pending: str | None = None  # asked to confirm, not deleted yet
+        self._listed: list[dict[str, Any]] = []  # the picker's conversations, as the server sent
         auto = w.Layout(width="auto")
         self.picker = w.Dropdown(description="Chat", options=[], value=None,
                                  layout=w.Layout(flex="1 1 auto", width="auto"))
@@ -46,7 +47,18 @@ class Conversations:
                                    layout=auto)
         self.delete_button = w.Button(description="Delete", button_style="danger",
                                       tooltip="Delete this conversation", layout=auto)
-        self.bar = w.HBox([self.picker, self.new_button, self.delete_button])
+        self.star_button = w.ToggleButton(description="Star", icon="star-o", layout=auto,
+                                          tooltip="Starred: listed first, kept by retention")
+        self.rename_button = w.Button(description="Rename", tooltip="Rename this conversation",
+                                      layout=auto)
+        self.bar = w.HBox([self.picker, self.new_button, self.star_button, self.rename_button,
+                           self.delete_button])
+        # Renaming happens in this row, opened by *Rename*.
+        self.title_field = w.Text(description="Title", layout=w.Layout(flex="1 1 auto"))
+        self.save_title_button = w.Button(description="Save", layout=auto)
+        self.cancel_title_button = w.Button(description="Cancel", layout=auto)
+        self.rename_row = w.HBox([self.title_field, self.save_title_button,
+                                  self.cancel_title_button], layout=w.Layout(display="none"))
         # Deleting cannot be undone: the Delete button only shows this row.
         self.confirm_text = w.HTML()
         self.confirm_delete_button = w.Button(description="Delete", button_style="danger",
@@ -60,6 +72,10 @@ class Conversations:
         self.confirm_delete_button.on_click(lambda _b: self._confirm_delete())
         self.cancel_delete_button.on_click(lambda _b: self.hide_confirm())
         self.picker.observe(self._picked, names="value")
+        self.star_button.observe(self._star_clicked, names="value")
+        self.rename_button.on_click(lambda _b: self.ask_rename())
+        self.save_title_button.on_click(lambda _b: self._save_title())
+        self.cancel_title_button.on_click(lambda _b: self.hide_rename())
 
     # --- the list ------------------------------------------------------------------
 
@@ -70,13 +86,19 @@ class Conversations:
     def _fill(self, conversations: list[dict[str, Any]], value: str | None) -> None:
         self._picking = True
         try:
-            self.picker.options = [(c["title"], c["id"]) for c in conversations]
+            self._listed = list(conversations)
+            # A starred conversation's title carries a star; the title itself does not.
+            self.picker.options = [(("★ " if c.get("starred") else "") + c["title"], c["id"])
+                                   for c in conversations]
             self.picker.value = value
+            shown = next((c for c in conversations if c["id"] == value), None)
+            self.star_button.value = bool(shown and shown.get("starred"))
+            self.star_button.icon = "star" if self.star_button.value else "star-o"
         finally:
             self._picking = False
 
     def _entries(self) -> list[dict[str, Any]]:
-        return [{"title": title, "id": conv_id} for title, conv_id in self.picker.options]
+        return list(self._listed)
 
     def refresh(self, select: str | None) -> None:
         """Reload the conversation list and show ``select`` (or the newest)."""
@@ -94,6 +116,7 @@ class Conversations:
         """Show a conversation's whole history (every page)."""
         history = self.client.history(conversation_id)
         self.hide_confirm()
+        self.hide_rename()
         self.current = conversation_id
         self._bubbles.show(history)
         if self.picker.value != conversation_id:
@@ -110,6 +133,7 @@ class Conversations:
     def draft(self) -> None:
         """Show an empty conversation, created with its first message; the list stays."""
         self.hide_confirm()
+        self.hide_rename()
         self.current = None
         self._bubbles.show([])
         self._fill(self._entries(), None)
@@ -117,6 +141,7 @@ class Conversations:
     def forget(self) -> None:
         """Show nothing and list nothing (logged out)."""
         self.hide_confirm()
+        self.hide_rename()
         self.current = None
         self._bubbles.show([])
         self._fill([], None)
@@ -146,6 +171,59 @@ class Conversations:
     def switch(self, conversation_id: str) -> bool:
         """Show another conversation; False (with the reason shown) when it failed."""
         return self._run(lambda: self._shown(conversation_id)) is True
+
+    # --- star and rename ----------------------------------------------------------------
+
+    def _star_clicked(self, change: dict[str, Any]) -> None:
+        if self._picking or self.current is None:
+            return
+        if not self.star(bool(change["new"])):
+            self._fill(self._entries(), self.current)  # the button shows the truth again
+
+    def star(self, starred: bool = True, conversation_id: str | None = None) -> bool:
+        """Star (or unstar) a conversation (default: the one shown); starred ones come first."""
+        target = conversation_id or self.current
+        if target is None:
+            return False
+
+        def action() -> bool:
+            self.client.update_conversation(target, starred=starred)
+            self._fill(self.client.conversations(), self.current)  # the order changed
+            return True
+
+        return self._run(action) is True
+
+    def ask_rename(self) -> None:
+        """What *Rename* does: open the title field with the current title."""
+        if self.current is None or self._busy:
+            return
+        shown = next((c for c in self._listed if c["id"] == self.current), None)
+        self.title_field.value = shown["title"] if shown else ""
+        self.rename_row.layout.display = None
+
+    def hide_rename(self) -> None:
+        """Close the title field, unsaved."""
+        self.title_field.value = ""  # the title must not linger in the widget state
+        self.rename_row.layout.display = "none"
+
+    def _save_title(self) -> None:
+        if self.current is not None and self.rename(self.title_field.value):
+            self.hide_rename()
+            self._focus()
+
+    def rename(self, title: str, conversation_id: str | None = None) -> bool:
+        """Give a conversation (default: the one shown) a new title; its activity time stays."""
+        target = conversation_id or self.current
+        if target is None:
+            return False
+
+        def action() -> bool:
+            renamed = self.client.update_conversation(target, title=title)
+            self._fill([renamed if c["id"] == target else c for c in self._entries()],
+                       self.current)
+            return True
+
+        return self._run(action) is True
 
     def ask_delete(self) -> None:
         """What *Delete* does: ask to confirm deleting the conversation shown."""
@@ -190,18 +268,23 @@ class Conversations:
     def set_busy(self, busy: bool) -> None:
         """Disable the controls while an action runs; *Delete* also when nothing is shown."""
         self._busy = busy
-        for widget in (self.picker, self.new_button, self.delete_button,
+        for widget in (self.picker, self.new_button, self.delete_button, self.star_button,
+                       self.rename_button, self.save_title_button, self.cancel_title_button,
                        self.confirm_delete_button, self.cancel_delete_button):
             widget.disabled = busy
         if not busy:
-            self.delete_button.disabled = self.current is None
+            for widget in (self.delete_button, self.star_button, self.rename_button):
+                widget.disabled = self.current is None
 
     def blank(self) -> None:
         """Send the titles empty, before closing: a closed widget's last state is kept."""
         self._fill([], None)
         self.hide_confirm()
+        self.hide_rename()
 
     def widgets(self) -> list[w.Widget]:
         """Every widget of the component, for closing."""
-        return [self.picker, self.new_button, self.delete_button, self.bar, self.confirm_text,
-                self.confirm_delete_button, self.cancel_delete_button, self.confirm_row]
+        return [self.picker, self.new_button, self.star_button, self.rename_button,
+                self.delete_button, self.bar, self.confirm_text, self.confirm_delete_button,
+                self.cancel_delete_button, self.confirm_row, self.title_field,
+                self.save_title_button, self.cancel_title_button, self.rename_row]
