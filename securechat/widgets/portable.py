@@ -33,8 +33,8 @@ class HistoryTools:
             "reads the file reads every conversation. For a backup, use the encrypted archive.")
         self.export_path = w.Text(value="securechat-export.json", description="Export to file",
                                   style=_WIDE)
-        self.export_format = w.Dropdown(options=[("JSON", "json"), ("Markdown", "markdown")],
-                                        value="json", description="Format", style=_WIDE)
+        self.export_format = w.ToggleButtons(options=[("JSON", "json"), ("Markdown", "markdown")],
+                                             value="json", description="Format", style=_WIDE)
         self.export_button = w.Button(description="Export", layout=_AUTO,
                                       tooltip="Write every conversation, in plain text")
         self.archive_path = w.Text(value="securechat-archive.bin", description="Archive file",
