@@ -293,6 +293,13 @@ def _escape_stops_a_reply(lab: Lab, kernel: str, page: Page, chat: Locator,
     expect(chat.locator(".securechat-assistant").filter(has_text="and the rest")).to_have_count(0)
 
 
+def _copy_puts_the_message_on_the_clipboard(page: Page, chat: Locator) -> None:
+    # The rows are in reverse order on the page (the newest first): the newest's Copy.
+    chat.get_by_role("button", name="Copy", exact=True).first.click()
+    expect(chat.get_by_text("Copied.")).to_be_visible()
+    assert page.evaluate("() => navigator.clipboard.readText()") == "First words "
+
+
 def _delete_asks_first(chat: Locator) -> None:
     chat.get_by_role("button", name="Delete", exact=True).first.click()
     question = chat.get_by_text(re.compile(r"and all its messages\?"))
@@ -325,6 +332,7 @@ def test_chat_in_jupyterlab(lab: Lab, tmp_path: Path) -> None:
     kernel = session["kernel"]["id"]
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=lab.url)
         page.set_default_timeout(SLOW_MS)
         page.goto(f"{lab.url}/lab/tree/{path}?reset&token={lab.token}")
         expect(page.locator(".jp-Notebook .jp-Cell").first).to_be_visible()
@@ -343,6 +351,7 @@ def test_chat_in_jupyterlab(lab: Lab, tmp_path: Path) -> None:
         _chat_by_typing(page, chat, tmp_path)
         _type_while_a_reply_is_pending(lab, kernel, page, chat, tmp_path)
         _escape_stops_a_reply(lab, kernel, page, chat, tmp_path)
+        _copy_puts_the_message_on_the_clipboard(page, chat)
         _delete_asks_first(chat)
         _focus_follows_what_the_person_clicked(chat)
         assert page.evaluate("() => window.pwned") is None

@@ -174,18 +174,21 @@ class AccountPanel:
             "Password", "Recovery code", "Where you are logged in", "Security log",
             "Keep conversations", "Delete account")]
         h = self._headings
+        # Buttons in rows of their own: directly in the column they would stretch across it.
         self._rows = [
             w.HBox([self.new_code_button]), w.HBox([self.refresh_sessions_button,
                                                      self.revoke_others_button]),
             w.HBox([self.retention, self.save_retention_button]),
+            w.HBox([self.change_password_button]), w.HBox([self.older_button]),
+            w.HBox([self.delete_account_button]),
         ]
         self.view = w.VBox([
-            h[0], self.current_password, self.new_password, self.change_password_button,
+            h[0], self.current_password, self.new_password, self._rows[3],
             h[1], self.code_password, self._rows[0],
             h[2], self.sessions_box, self._rows[1],
-            h[3], self.log, self.older_button,
+            h[3], self.log, self._rows[4],
             h[4], self._rows[2], self.retention_note,
-            h[5], self.delete_password, self.delete_confirm, self.delete_account_button,
+            h[5], self.delete_password, self.delete_confirm, self._rows[5],
         ], layout=w.Layout(display="none", padding="6px", grid_gap="2px",
                            border="1px solid var(--jp-border-color2, #ddd)"))
         self.change_password_button.on_click(lambda _b: self._change_from_fields())

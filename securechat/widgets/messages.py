@@ -80,7 +80,9 @@ class MessageList:
         side = "flex-end" if message.get("role") == "user" else "flex-start"
         actions = w.HBox([copy], layout=w.Layout(justify_content=side, grid_gap="4px"))
         self._bubbles.append(bubble)
-        self._rows.append(w.VBox([bubble, actions]))
+        # No shrinking: in the scrolled list a row squeezed below its content would let the
+        # next one cover its buttons.
+        self._rows.append(w.VBox([bubble, actions], layout=w.Layout(flex="0 0 auto")))
         self.replace_last(message)
         self._render()
 

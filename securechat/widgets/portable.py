@@ -48,10 +48,13 @@ class HistoryTools:
         self.import_button = w.Button(description="Import", layout=_AUTO,
                                       tooltip="Add its conversations as new ones")
         self.note = w.HTML()
+        # Buttons in rows of their own: directly in the column they would stretch across it.
+        self._rows = [w.HBox([button]) for button in (self.export_button, self.archive_button,
+                                                      self.import_button)]
         self.view = w.VBox([
-            self.warning, self.export_path, self.export_format, self.export_button,
-            self.archive_path, self.archive_passphrase, self.archive_button,
-            self.import_path, self.import_passphrase, self.import_button, self.note,
+            self.warning, self.export_path, self.export_format, self._rows[0],
+            self.archive_path, self.archive_passphrase, self._rows[1],
+            self.import_path, self.import_passphrase, self._rows[2], self.note,
         ], layout=w.Layout(display="none", padding="6px",
                            border="1px solid var(--jp-border-color2, #ddd)"))
         self.export_button.on_click(
@@ -115,4 +118,5 @@ class HistoryTools:
 
     def widgets(self) -> list[w.Widget]:
         """Every widget of the component, for closing."""
-        return [*self.view.children, self.view]
+        return [self.export_button, self.archive_button, self.import_button,
+                *self.view.children, self.view]
