@@ -1358,3 +1358,19 @@ def test_export_and_import(make_user: Callable[..., ChatClient], tmp_path: Path)
     assert other.error
     box.close()
     other.close()
+
+
+def test_close_leaves_no_search_result_or_temporary_chat_in_saved_widget_state(
+        make_user: Callable[..., ChatClient],
+        sent: list[tuple[str, str, dict[str, Any]]]) -> None:
+    box = logged_in_box(make_user)
+    box.send("a private stored plan")
+    box.search("private")
+    box.rename_button.click()  # the title, in the rename field
+    box.set_temporary(True)
+    box.send("a private temporary plan")
+    saved = _saved_widget_state(sent)
+    assert "<mark>private</mark>" in saved and "private temporary plan" in saved
+    assert "a private stored plan" in saved
+    box.close()
+    assert "private" not in _saved_widget_state(sent)
