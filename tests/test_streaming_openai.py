@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 
 from securechat import ApiError, BackgroundServer, ChatClient, create_app
 from securechat.testing import FakeOpenAI, chunks_of
@@ -40,7 +41,9 @@ def settings(settings: dict[str, Any], fake: FakeOpenAI, key: str) -> dict[str, 
     return openai_settings(settings, fake, key)
 
 
-def test_backend_chunks_are_relayed_one_event_each(alice: ChatClient, fake: FakeOpenAI) -> None:
+def test_backend_chunks_are_relayed_one_event_each(app: Flask, alice: ChatClient,
+                                                   fake: FakeOpenAI) -> None:
+    app.config["STREAM_COALESCE_WINDOW"] = 0  # coalescing off: the chunks as they came
     conv = alice.new_conversation()["id"]
     _, events = stream_events(alice, messages_path(conv), {"content": "relay me"})
     expected = chunks_of(fake.reply([{"role": "system", "content": ""},
