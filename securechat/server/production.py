@@ -79,6 +79,7 @@ class Handler(WSGIHandler):
     def handle(self) -> None:
         """Serve the connection's requests; a send that makes no progress times out."""
         self.socket.settimeout(self.write_timeout)
+        no_delay(self.socket)
         super().handle()
 
     def handle_one_request(self) -> Any:
@@ -126,11 +127,24 @@ class Handler(WSGIHandler):
         return b"".join(chunks)
 
     def finalize_headers(self) -> None:
-        """gevent's headers, and a ``Server`` that names no software version."""
+        """gevent's headers, a ``Server`` that names no software version, and ``close``.
+
+        gevent closes an HTTP/1.1 connection it was told to close (a body too large to
+        read, a client that asked) without saying so; the client must learn it from the
+        response, not from a reset when it sends the next request.
+        """
         super().finalize_headers()
-        if self.response_headers is not None:  # always, once start_response has run
-            # gevent keeps the headers latin-1 encoded here (its stubs say str).
-            self.response_headers.append((b"Server", b"securechat"))  # type: ignore[arg-type]
+        headers: list[tuple[Any, Any]] | None = self.response_headers
+        if headers is None:  # never, once start_response has run
+            return
+        # gevent keeps the headers latin-1 encoded here (its stubs say str); the app's
+        # own could in principle be str: compare both.
+        names = {(n if isinstance(n, bytes) else n.encode("latin-1")).lower()
+                 for n, _ in headers}
+        if (self.close_connection and self.request_version == "HTTP/1.1"
+                and b"connection" not in names):
+            headers.append((b"Connection", b"close"))
+        headers.append((b"Server", b"securechat"))
 
     def log_request(self) -> None:
         """No access log."""
@@ -206,6 +220,18 @@ class _ErrorLog:
         """Each line, as :meth:`write` does."""
         for line in lines:
             self.write(line)
+
+
+def no_delay(sock: socket.socket) -> None:
+    """Send small writes at once (TCP_NODELAY) on a TCP connection.
+
+    gevent sends a response's headers and its body in two writes; with Nagle's algorithm
+    the body then waits for the client to acknowledge the headers, which Linux delays up
+    to 40 ms: measured, every keep-alive JSON answer took 44 ms instead of 1, and each
+    streamed event could wait as long behind the one before.
+    """
+    with contextlib.suppress(OSError):  # not TCP (a Unix socket handed over): nothing to do
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
