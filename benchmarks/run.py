@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--login-reps", type=int, help=f"KDF runs and logins "
                    f"[{FULL['login_reps']}]")
     p.add_argument("--login-concurrency", type=int, default=8,
-                   help="logins sent at once for the memory peak [8, serve's threads]")
+                   help="logins sent at once for the memory peak [8]")
     p.add_argument("--slow-sends", type=int, default=100,
                    help="messages of 31,000 characters sent before the slow-reader section "
                    "(each stores two) [100: a full page]")

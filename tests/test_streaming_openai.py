@@ -175,7 +175,7 @@ def test_disconnect_keeps_what_was_generated(settings: dict[str, Any], tmp_path:
 
 
 class Served:
-    """`python -m securechat serve` (waitress) in a subprocess, pointed at a fake backend."""
+    """`python -m securechat serve` (gevent) in a subprocess, pointed at a fake backend."""
 
     def __init__(self, instance: Path, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
@@ -197,7 +197,7 @@ class Served:
         return err
 
 
-def test_disconnect_under_waitress(tmp_path: Path, slow_fake: FakeOpenAI, key: str) -> None:
+def test_disconnect_under_serve(tmp_path: Path, slow_fake: FakeOpenAI, key: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
     env.update(SECURECHAT_KDF_LOG_N="10", SECURECHAT_RATELIMIT_ENABLED="false",
                SECURECHAT_RESPONDER="openai", SECURECHAT_OPENAI_BASE_URL=slow_fake.base_url,
@@ -208,7 +208,7 @@ def test_disconnect_under_waitress(tmp_path: Path, slow_fake: FakeOpenAI, key: s
             client.register("grace", "correct horse battery")
             client.login("grace", "correct horse battery")
             conv = client.new_conversation()["id"]
-            whole = "".join(client.stream(conv, "short?"))  # chunked encoding under waitress
+            whole = "".join(client.stream(conv, "short?"))  # chunked encoding under serve
             assert whole == "short and sweet"
             reply = client.stream(conv, "again, then I leave")
             received = [chunk for chunk, _ in zip(reply, range(3), strict=False)]
