@@ -253,17 +253,25 @@ def make_server(app: Flask, listener: socket.socket) -> Server:
     cfg = app.config
     # Behind a proxy every client shares its address: the proxy must cap connections there.
     per_address = 0 if int(cfg["PROXY_FIX"]) else int(cfg["MAX_CONNECTIONS_PER_ADDRESS"])
-    return Server(listener, app, connection_cap(int(cfg["MAX_CONNECTIONS"])), per_address)
+    cap = connection_cap(int(cfg["MAX_CONNECTIONS"]), streams=int(cfg["MAX_STREAMS"]))
+    return Server(listener, app, cap, per_address)
 
 
-def connection_cap(wanted: int, reserve: int = 64) -> int:
+def connection_cap(wanted: int, reserve: int = 64, streams: int = 0) -> int:
     """``wanted``, or fewer when the open-files limit cannot hold that many connections.
 
     Past the limit, accept() fails over and over (EMFILE); a pool that never asks for more
-    than the limit allows keeps the server answering the connections it has.
+    than the limit allows keeps the server answering the connections it has. Each of
+    ``streams`` backend calls holds a socket of its own too: the limit is raised for
+    those (up to the hard limit), and a limit too low for them is said at start.
     """
-    raise_open_files_limit(wanted + reserve)
+    raise_open_files_limit(wanted + streams + reserve)
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft - reserve < wanted + streams:
+        log.warning("%d open files allow fewer than MAX_CONNECTIONS=%d client connections "
+                    "and MAX_STREAMS=%d backend connections at once: past it new ones "
+                    "fail (raise the open-files limit, e.g. LimitNOFILE)", soft, wanted,
+                    streams)
     if soft == resource.RLIM_INFINITY or soft - reserve >= wanted:
         return wanted
     allowed = max(1, soft - reserve)
