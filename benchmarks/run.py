@@ -260,7 +260,8 @@ def _profile(work: Path, n: int) -> None:
     pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
 
 
-def intro(args: argparse.Namespace, seconds: float, ignored: Sequence[str]) -> list[str]:
+def intro(args: argparse.Namespace, seconds: float, ignored: Sequence[str],
+          load_before: str = "unknown") -> list[str]:
     """The run's conditions, written above the tables."""
     lines = [
         f"Sizes: messages {args.messages}, {args.requests} requests per case/row, clients "
@@ -272,8 +273,9 @@ def intro(args: argparse.Namespace, seconds: float, ignored: Sequence[str]) -> l
         "only where its logins are set-up and nothing timed derives a key (sections 1, 2, 10).",
         "The caller's SECURECHAT_* variables and .env file are ignored, so the defaults "
         "apply.",
-        f"Load average (1, 5, 15 min) at the end: {_loadavg()}; other work on the machine "
-        "during the run makes every number worse, fsync-bound ones most.",
+        f"Load average (1, 5, 15 min) at the start: {load_before}; at the end: {_loadavg()}; "
+        "other work on the machine during the run makes every number worse, fsync-bound and "
+        "latency ones most.",
     ]
     if ignored:
         lines.append(f"Ignored from the environment: {', '.join(sorted(ignored))}.")
@@ -290,14 +292,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ignored = [name for name in os.environ if name.startswith("SECURECHAT_")]
     for name in ignored:
         del os.environ[name]
-    cwd, start = Path.cwd(), time.perf_counter()
+    cwd, start, load_before = Path.cwd(), time.perf_counter(), _loadavg()
     with tempfile.TemporaryDirectory(prefix="securechat-bench-") as tmp:
         os.chdir(tmp)  # securechat reads a .env from the working folder: use an empty one
         try:
             tables = run(args, Path(tmp))
         finally:
             os.chdir(cwd)
-    text = document(tables, command_line(), intro(args, time.perf_counter() - start, ignored))
+    seconds = time.perf_counter() - start
+    text = document(tables, command_line(), intro(args, seconds, ignored, load_before))
     print(tables[0].markdown())
     if args.output != "-":
         Path(args.output).write_text(text, encoding="utf-8")
