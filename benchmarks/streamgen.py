@@ -116,7 +116,8 @@ def probe_health(addr: tuple[str, int], timeout: float) -> float | None:
             sock.sendall(f"GET /api/health HTTP/1.1\r\nHost: {addr[0]}\r\n"
                          "Connection: close\r\n\r\n".encode())
             data = b""
-            while chunk := sock.recv(65536):
+            # Bounded: the server closes after the answer, and the whole must come in time.
+            while (time.perf_counter() - t0 < timeout) and (chunk := sock.recv(65536)):
                 data += chunk
     except OSError:
         return None
