@@ -16,17 +16,18 @@ from pathlib import Path
 
 import securechat
 
-from . import history, inprocess, keys, loopback, notebooks, slow_readers, streams
+from . import history, inprocess, keys, loopback, notebooks, portable, slow_readers, streams
 from .report import REPO_ROOT, Table, command_line, document
 
-SECTIONS = ("inprocess", "http", "history", "crypto", "login", "slow", "keys", "streams",
-            "notebooks")
+SECTIONS = ("inprocess", "http", "history", "crypto", "login", "slow", "keys", "portable",
+            "streams", "notebooks")
 FULL = {"messages": "100,10000,100000", "requests": 3000, "clients": "1,4,16",
         "duration": 30.0, "page_reps": 200, "crypto_reps": 20000, "login_reps": 5,
         "streams": 1000}
 QUICK = {"messages": "100,1000", "requests": 300, "clients": "1,4", "duration": 10.0,
          "page_reps": 30, "crypto_reps": 2000, "login_reps": 2, "streams": 100}
 TARGET_RATIO, TARGET_PAGE, TARGET_RSS_MB = 0.70, 2.0, 150.0
+TARGET_SEARCH_MS = 1000.0
 
 
 def _ints(text: str) -> list[int]:
@@ -56,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--slow-sends", type=int, default=100,
                    help="messages of 31,000 characters sent before the slow-reader section "
                    "(each stores two) [100: a full page]")
-    p.add_argument("--streams", type=int, help="concurrent streams in section 10 "
+    p.add_argument("--streams", type=int, help="concurrent streams in section 11 "
                    f"[{FULL['streams']}]")
     p.add_argument("--stream-rate", type=float, default=100.0,
                    help="streams opened per second at most [100]")
@@ -65,15 +66,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stream-delay", type=float, default=0.05,
                    help="seconds between the fake backend's tokens [0.05: 20 tokens/s]")
     p.add_argument("--stream-stores", default="sqlite,postgres",
-                   help="stores for section 10 [sqlite,postgres]")
+                   help="stores for section 11 [sqlite,postgres]")
     p.add_argument("--stream-workers", type=_ints, default=[1, 2],
-                   help="serve --workers values for section 10 [1,2]")
+                   help="serve --workers values for section 11 [1,2]")
     p.add_argument("--send-clients", type=_ints, default=[4, 16],
-                   help="send-message concurrencies of section 10 [4,16]")
+                   help="send-message concurrencies of section 11 [4,16]")
     p.add_argument("--send-duration", type=float, default=10.0,
-                   help="time cap per section 10 send row, seconds [10]")
+                   help="time cap per section 11 send row, seconds [10]")
     p.add_argument("--postgres", default=streams.POSTGRES_ADMIN_URL,
-                   help="PostgreSQL server for section 10 (a database is created and "
+                   help="PostgreSQL server for section 11 (a database is created and "
                    f"dropped there) [{streams.POSTGRES_ADMIN_URL}]")
     p.add_argument("--notebooks", default="notebooks/*.ipynb",
                    help="glob of notebooks to execute, relative to the repository "
@@ -144,6 +145,10 @@ def run(args: argparse.Namespace, work: Path) -> list[Table]:
         login, found = keys.login_by_kdf(work, args.login_reps, args.login_concurrency)
         metrics |= found
         done(login)
+    if "portable" in args.sections:
+        table, found = portable.portable(work, max(args.messages))
+        metrics |= found
+        done(table)
     if "streams" in args.sections:
         found_streams = streams.many_streams(work, streams.Options(
             streams=args.streams, rate=args.stream_rate, words=args.stream_words,
@@ -167,9 +172,9 @@ def run(args: argparse.Namespace, work: Path) -> list[Table]:
 
 
 def _order(table: Table) -> tuple[int, str]:
-    """Sections by number (2 before 10), then their letter."""
-    found = re.match(r"(\d+)(\w*)\.", table.title)
-    return (int(found.group(1)), found.group(2)) if found else (0, table.title)
+    """Tables by section number (10 after 9), then by the rest of the title."""
+    number = re.match(r"\d+", table.title)
+    return (int(number.group()) if number else 0, table.title)
 
 
 def _stores(text: str) -> list[str]:
@@ -203,6 +208,15 @@ def targets(metrics: dict[str, float], args: argparse.Namespace) -> Table:
         table.add(f"server peak RSS < {TARGET_RSS_MB:g} MB during {args.login_concurrency} "
                   "concurrent logins (Argon2id, default settings)", f"{peak:.1f} MB",
                   _yes(peak < TARGET_RSS_MB))
+    if "export_json_rss_mb" in metrics:
+        peak = max(metrics[f"export_{f}_rss_mb"] for f in ("json", "markdown", "archive"))
+        table.add(f"server peak RSS < {TARGET_RSS_MB:g} MB exporting {big:,} messages "
+                  "(any format)", f"{peak:.1f} MB", _yes(peak < TARGET_RSS_MB))
+    if "search_max_ms" in metrics:
+        slowest = metrics["search_max_ms"]
+        table.add(f"every search request over {big:,} messages under "
+                  f"{TARGET_SEARCH_MS:g} ms (bounded scan, no index)", f"{slowest:.0f} ms",
+                  _yes(slowest < TARGET_SEARCH_MS))
     if "rewrap_ratio" in metrics:
         r = metrics["rewrap_ratio"]
         table.add(f"password change at {big:,} messages within {TARGET_PAGE:g}× of "
@@ -212,7 +226,7 @@ def targets(metrics: dict[str, float], args: argparse.Namespace) -> Table:
 
 
 def _stream_targets(table: Table, metrics: dict[str, float], args: argparse.Namespace) -> None:
-    """Section 10's targets, for each store and number of processes measured."""
+    """Section 11's targets, for each store and number of processes measured."""
     if "capacity_refused" in metrics:
         refused, expected = metrics["capacity_refused"], metrics["capacity_expected"]
         other = metrics["capacity_other_failures"]
@@ -270,7 +284,8 @@ def intro(args: argparse.Namespace, seconds: float, ignored: Sequence[str],
         "(RATELIMIT_ENABLED=False, SECURECHAT_RATELIMIT_ENABLED=false) so it measures the "
         "code, not the limiter.",
         f"KDF: the default ({inprocess.kdf_description()}) for login and memory; lowered "
-        "only where its logins are set-up and nothing timed derives a key (sections 1, 2, 10).",
+        "only where its logins are set-up and nothing timed derives a key (sections 1, 2, "
+        "10, 11).",
         "The caller's SECURECHAT_* variables and .env file are ignored, so the defaults "
         "apply.",
         f"Load average (1, 5, 15 min) at the start: {load_before}; at the end: {_loadavg()}; "

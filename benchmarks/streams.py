@@ -1,4 +1,4 @@
-"""Section 10: many streams at once, SQLite against PostgreSQL, one process against two.
+"""Section 11: many streams at once, SQLite against PostgreSQL, one process against two.
 
 A fake OpenAI-compatible backend (its own gevent process, :mod:`benchmarks.fakebackend`)
 streams every reply at ``1 / chunk_delay`` tokens a second. For each store and number of
@@ -40,7 +40,7 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 @dataclass
 class StreamsRun:
-    """What section 10 measures, as tables and as numbers for the targets."""
+    """What section 11 measures, as tables and as numbers for the targets."""
 
     streams: Table
     send: Table
@@ -135,7 +135,7 @@ def _accounts(url: str, names: Sequence[str]) -> list[dict[str, Any]]:
 
 @dataclass
 class Options:
-    """Sizes of section 10."""
+    """Sizes of section 11."""
 
     streams: int = 1000
     rate: float = 100.0
@@ -151,7 +151,7 @@ class Options:
 
 
 def many_streams(work: Path, opts: Options) -> StreamsRun:
-    """Run section 10; return its two tables and the numbers the targets judge."""
+    """Run section 11; return its two tables and the numbers the targets judge."""
     soft, hard = raise_open_files()
     run = StreamsRun(_streams_table(opts), _send_table(opts), _capacity_table())
     backend_argv = [sys.executable, "-m", "benchmarks.fakebackend", "--port", "0",
@@ -272,7 +272,7 @@ def _beyond_capacity(instance: Path, run: StreamsRun, opts: Options,
 
 
 def _capacity_table() -> Table:
-    table = Table("10c. Beyond capacity: more streams than MAX_STREAMS", [
+    table = Table("11c. Beyond capacity: more streams than MAX_STREAMS", [
         "MAX_STREAMS", "streams opened", "completed", "refused 503 + Retry-After",
         "other failures", "slowest refusal ms", "health failed/probes", "health max ms"])
     table.notes.append("SQLite, one process, MAX_STREAMS set to a tenth of the streams above; "
@@ -311,7 +311,7 @@ def _kinds(failures: dict[str, int]) -> str:
 
 
 def _streams_table(opts: Options) -> Table:
-    return Table(f"10a. {opts.streams:,} concurrent streams through serve (gevent) vs the "
+    return Table(f"11a. {opts.streams:,} concurrent streams through serve (gevent) vs the "
                  "backend alone", [
                      "store", "processes", "streams", "completed", "failures", "most open",
                      "backend TTFT p50 ms", "backend TTFT p99 ms", "TTFT p50 ms",
@@ -321,7 +321,7 @@ def _streams_table(opts: Options) -> Table:
 
 
 def _send_table(opts: Options) -> Table:
-    table = Table("10b. Send message by store and processes vs the plain Flask floor", [
+    table = Table("11b. Send message by store and processes vs the plain Flask floor", [
         "server", "processes", "clients", "p50 ms", "p99 ms", "errors", "p99 × floor"])
     table.notes.append(f"Each row: at most {opts.send_requests} requests or "
                        f"{opts.send_duration:g} s; JSON send with the echo responder, as in "

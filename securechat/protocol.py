@@ -45,7 +45,8 @@ def client_key(address: str | None) -> str:
 STATUS_OF = {
     "bad_request": 400, "invalid_json": 400, "invalid_field": 400, "invalid_query": 400,
     "invalid_content": 400, "invalid_title": 400, "invalid_username": 400,
-    "invalid_password": 400, "unauthorized": 401, "session_expired": 401,
+    "invalid_password": 400, "invalid_export": 400, "invalid_archive": 400,
+    "unauthorized": 401, "session_expired": 401,
     "invalid_credentials": 401, "forbidden": 403, "csrf_failed": 403, "not_found": 404,
     "method_not_allowed": 405, "conflict": 409, "username_taken": 409,
     "nothing_to_answer": 409, "too_large": 413, "unsupported_media_type": 415,

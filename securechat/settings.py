@@ -75,6 +75,9 @@ class Settings:
     REGISTER_RATE_LIMIT: str = _s("20 per hour", kind="limit")
     CHAT_RATE_LIMIT: str = _s("30 per minute", kind="limit")
     CREATE_RATE_LIMIT: str = _s("60 per minute;1000 per day", kind="limit")
+    # Export (either format), the encrypted archive and import share this budget per user.
+    EXPORT_RATE_LIMIT: str = _s("30 per hour", kind="limit")
+    SEARCH_RATE_LIMIT: str = _s("60 per minute", kind="limit")
     RATELIMIT_ENABLED: bool = _s(True)
     RATELIMIT_STORAGE_URI: str = _s("memory://", kind="storage")
     # With Redis: every key securechat writes there starts with this (apps may share one
@@ -96,6 +99,10 @@ class Settings:
     WRITE_TIMEOUT: float = _s(60.0, lo=0.5, hi=3600)
     MAX_CONNECTIONS_PER_ADDRESS: int = _s(32, lo=0, hi=100_000)  # 0: no cap
     MAX_CONTENT_LENGTH: int = _s(1024 * 1024, lo=64, hi=1024**3)
+    # POST /api/import alone takes bodies up to this (a whole export), held in memory.
+    MAX_IMPORT_BYTES: int = _s(64 * 1024 * 1024, lo=1024, hi=1024**3)
+    # Messages one search request decrypts at most; the next page goes on from there.
+    SEARCH_SCAN_LIMIT: int = _s(5000, lo=100, hi=10_000_000)
     MAX_MESSAGE_CHARS: int = _s(32768, lo=1, hi=1_000_000)
     # The password KDF: Argon2id (OWASP's minimum: 19 MiB, 2 passes) or scrypt with
     # N = 2**KDF_LOG_N (OWASP's minimum is 17); lower only for tests and demos. Then how

@@ -48,8 +48,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes, bytes
             "--requests", "4", "--clients", ",".join(map(str, CLIENTS)), "--duration", "20",
             "--page-reps", "2", "--crypto-reps", "5", "--login-reps", "1",
             "--login-concurrency", "2", "--slow-sends", "2",
-            # Section 10 (streams) has a smoke test of its own.
-            "--sections", "inprocess,http,history,crypto,login,slow,keys,notebooks",
+            # Section 11 (streams) has a smoke test of its own.
+            "--sections", "inprocess,http,history,crypto,login,slow,keys,portable,notebooks",
             "--notebooks", str(notebook), "--output", str(out)]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=280,
                           check=False)
@@ -67,7 +67,7 @@ def test_machine_is_described(results: tuple[str, bytes, bytes]) -> None:
 def test_every_section_has_a_well_formed_table(results: tuple[str, bytes, bytes]) -> None:
     tables = _tables(results[0])
     numbers = [title.split(".")[0] for title in tables]
-    assert numbers == ["Targets", "1", "2", "3", "4", "5", "6", "7", "8", "9a", "9b"]
+    assert numbers == ["Targets", "1", "2", "3", "4", "5", "6", "7", "8", "9a", "9b", "10"]
     by_number = {title.split(".")[0]: rows for title, rows in tables.items()}
     # Every measured cell is a positive number (how large is not this test's business).
     for number, columns in {"1": (1, 2, 3), "3": (2, 3, 4), "4": (1, 2), "5": (1, 2),
@@ -88,6 +88,15 @@ def test_every_section_has_a_well_formed_table(results: tuple[str, bytes, bytes]
     assert all(_number(r[c]) > 0 for r in by_number["9a"][1:] for c in (1, 2, 3))
     assert [r[0].split()[0] for r in by_number["9b"][1:]] == ["Argon2id", "scrypt", "Argon2id,"]
     assert all(_number(r[c]) > 0 for r in by_number["9b"][1:] for c in (1, 2, 6, 7))
+    # Your history, portable: three exports, then search paged, found, and unbounded.
+    rows = by_number["10"][1:]
+    assert [r[0].split(",")[0] for r in rows] == ["export"] * 3 + [
+        "import of the JSON export into another account", "search found nowhere",
+        "search found everywhere", "search found nowhere"]
+    assert all(_number(r[c]) > 0 for r in rows[:3] for c in (2, 5, 6))
+    assert all(_number(r[c]) > 0 for r in rows[3:4] for c in (2, 5))
+    assert all(_number(r[c]) > 0 for r in rows[4:] for c in (1, 2, 3, 4))
+    assert rows[6][1] == "1"  # the unbounded search is one request
 
 
 def test_http_rows_cover_every_level_without_errors(results: tuple[str, bytes, bytes]) -> None:
@@ -101,7 +110,7 @@ def test_http_rows_cover_every_level_without_errors(results: tuple[str, bytes, b
 
 def test_targets_are_judged(results: tuple[str, bytes, bytes]) -> None:
     rows = _tables(results[0])["Targets"][1:]
-    assert len(rows) == 8
+    assert len(rows) == 10
     assert {r[2] for r in rows} <= {"yes", "**no**"}
 
 

@@ -1,4 +1,4 @@
-"""Section 10 of the benchmark (many streams) runs tiny and writes well-formed tables.
+"""Section 11 of the benchmark (many streams) runs tiny and writes well-formed tables.
 
 Shapes and counts only, never a timing: every stream completes through `serve` (one and
 two processes, SQLite and, where it runs, PostgreSQL), the one past MAX_STREAMS is a 503
@@ -45,8 +45,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_every_stream_completes_through_each_server(results: str) -> None:
     tables = _tables(results)
-    assert list(tables) == ["Targets", "10a.", "10b.", "10c."]
-    rows = tables["10a."][1:]
+    assert list(tables) == ["Targets", "11a.", "11b.", "11c."]
+    rows = tables["11a."][1:]
     stores = [r[0] for r in rows]
     assert stores[:2] == ["SQLite", "SQLite"] and set(stores[2:]) <= {"PostgreSQL"}
     assert [r[1] for r in rows] == ["1", "2"] * (len(rows) // 2)
@@ -60,15 +60,15 @@ def test_every_stream_completes_through_each_server(results: str) -> None:
 
 
 def test_send_rows_cover_each_server_and_level(results: str) -> None:
-    rows = _tables(results)["10b."][1:]
+    rows = _tables(results)["11b."][1:]
     assert [(r[0].split()[0], r[2]) for r in rows[:2]] == [("plain", "1"), ("plain", "2")]
-    servers = len(_tables(results)["10a."]) - 1
+    servers = len(_tables(results)["11a."]) - 1
     assert len(rows) == 2 + servers * len(CLIENTS)
     assert all(r[5] == "0" for r in rows), rows  # no send failed
 
 
 def test_beyond_capacity_is_a_503_with_retry_after(results: str) -> None:
-    (row,) = _tables(results)["10c."][1:]
+    (row,) = _tables(results)["11c."][1:]
     # MAX_STREAMS 2 (a tenth of 6, at least 2), 3 streams: one refused, nothing else.
     assert row[:5] == ["2", "3", "2", "1", "0"], row
     assert row[6].startswith("0/")
@@ -76,7 +76,7 @@ def test_beyond_capacity_is_a_503_with_retry_after(results: str) -> None:
 
 def test_targets_are_judged(results: str) -> None:
     rows = _tables(results)["Targets"][1:]
-    servers = len(_tables(results)["10a."]) - 1
+    servers = len(_tables(results)["11a."]) - 1
     assert len(rows) == 1 + servers * (2 + len(CLIENTS))
     assert {r[2] for r in rows} <= {"yes", "**no**"}
     assert rows[0][2] == "yes" and rows[1][2] == "yes"  # refusals; SQLite's streams

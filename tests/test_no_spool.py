@@ -11,6 +11,7 @@ included, through /proc/<pid>/fd).
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from securechat import ChatClient
+from securechat import ApiError, ChatClient
 
 from .helpers import PASSWORD
 from .served import Served, serve_env
@@ -60,7 +61,9 @@ def assert_no_plaintext_on_disk(pid: int) -> list[str]:
 
 @pytest.fixture
 def served(instance: Path) -> Iterator[Served]:
-    served = Served(instance, serve_env())
+    # Ten of one user's ghost replies stalled at once: past the per-user cap of 3, which a
+    # reply that is still being written (or coalesced) holds.
+    served = Served(instance, serve_env(SECURECHAT_MAX_STREAMS_PER_USER="10"))
     yield served
     served.kill()
 
@@ -179,3 +182,118 @@ def test_uploaded_files_stay_in_memory(app: Flask) -> None:
     finally:
         environ["wsgi.input"].close()
         builder.close()
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes or ends a chunked body."""
+    sock.settimeout(60)
+    received = b""
+    while not received.endswith(b"\r\n0\r\n\r\n"):
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        received += data
+    return received
+
+
+def test_a_slowly_read_export_is_never_written_to_disk(
+        served: Served, history: tuple[ChatClient, str]) -> None:
+    client, _ = history
+    readers = []
+    try:
+        for fmt in ("json", "markdown"):
+            sock = _slow_socket(served.port)
+            sock.sendall(_request("GET", f"/api/export?format={fmt}", client))
+            readers.append(sock)
+        _settle(served.pid)
+        assert_no_plaintext_on_disk(served.pid)
+        # 6 MB of export, and the server waits for its reader: back-pressure, not files.
+        with readers.pop() as sock:
+            received = _read_all(sock)
+        assert received.startswith(b"HTTP/1.1 200") and MARKER.encode() in received
+        assert b"<!-- export complete: 1 conversations, 200 messages -->" in received
+    finally:
+        for sock in readers:
+            sock.close()
+
+
+def test_a_slowly_read_ghost_reply_is_never_written_to_disk(
+        served: Served, history: tuple[ChatClient, str]) -> None:
+    client, _ = history
+    turns = [{"role": "user", "content": BODY[:32_000]},
+             {"role": "assistant", "content": "noted"},
+             {"role": "user", "content": BODY[:32_000]}]
+    body = json.dumps({"messages": turns}).encode()
+    readers = []
+    try:
+        for _ in range(10):
+            sock = _slow_socket(served.port)
+            request = _request("POST", "/api/ghost", client, body)
+            sock.sendall(request.replace(b"\r\n\r\n", b"\r\nAccept: text/event-stream\r\n\r\n",
+                                         1))
+            readers.append(sock)
+        _settle(served.pid)
+        assert_no_plaintext_on_disk(served.pid)
+        with readers.pop() as sock:
+            received = _read_all(sock)
+        assert received.startswith(b"HTTP/1.1 200") and MARKER.encode() in received
+        assert b"event: done" in received
+    finally:
+        for sock in readers:
+            sock.close()
+
+
+def _import_body(size: int) -> bytes:
+    """A valid export of about ``size`` bytes, every message holding the marker."""
+    message = {"role": "user", "content": BODY[:30_000],
+               "created_at": "2026-01-01T00:00:00Z"}
+    per = len(json.dumps(message, ensure_ascii=False).encode()) + 1
+    conv = {"title": "imported", "created_at": "2026-01-01T00:00:00Z", "starred": False,
+            "messages": [message] * max(1, size // per)}
+    return json.dumps({"format": "securechat-export", "version": 1, "conversations": [conv]},
+                      ensure_ascii=False).encode()
+
+
+def test_a_large_import_sent_slowly_is_never_written_to_disk(
+        served: Served, history: tuple[ChatClient, str]) -> None:
+    client, _ = history
+    body = _import_body(8 * 1024 * 1024)  # 8 MiB, under MAX_IMPORT_BYTES (64 MiB): held in memory
+    request = _request("POST", "/api/import", client, body)
+    with _slow_socket(served.port) as sock:
+        sock.sendall(request[:-10])
+        _settle(served.pid)
+        assert_no_plaintext_on_disk(served.pid)
+        sock.sendall(request[-10:])
+        sock.settimeout(60)
+        answer = b""
+        while not answer.endswith(b"}\n"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
+    assert b'"imported":1' in answer
+    assert_no_plaintext_on_disk(served.pid)
+
+
+def test_serve_takes_imports_up_to_their_own_cap(instance: Path) -> None:
+    served = Served(instance, serve_env(SECURECHAT_MAX_IMPORT_BYTES=str(3 * 1024 * 1024)))
+    try:
+        with ChatClient(served.url, timeout=60) as client:
+            client.register("ada", PASSWORD)
+            client.login("ada", PASSWORD)
+            # Over MAX_CONTENT_LENGTH (1 MiB), under MAX_IMPORT_BYTES: the import alone passes.
+            medium = _import_body(2 * 1024 * 1024)
+            assert len(medium) > 1024 * 1024
+            assert client.import_export(medium)["imported"] == 1
+            conv = client.new_conversation()["id"]
+            with pytest.raises(ApiError) as info:
+                client.request("POST", f"/api/conversations/{conv}/messages",
+                               json={"content": "x", "padding": "y" * (2 * 1024 * 1024)})
+            assert (info.value.status, info.value.code) == (413, "too_large")
+            with pytest.raises(ApiError) as info:
+                client.import_export(_import_body(4 * 1024 * 1024))
+            assert (info.value.status, info.value.code) == (413, "too_large")
+            assert len(client.conversations()) == 2  # the refused one added nothing
+    finally:
+        served.kill()

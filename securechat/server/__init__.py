@@ -16,7 +16,21 @@ from .. import settings as settings_module
 from .. import store
 from ..backends import make_responder
 from ..errors import ConfigError
-from . import account, auth, capacity, chat, devices, ghost, http, limits, maintenance, page
+from . import (
+    account,
+    auth,
+    capacity,
+    chat,
+    devices,
+    export,
+    ghost,
+    http,
+    importer,
+    limits,
+    maintenance,
+    page,
+    search,
+)
 
 log = logging.getLogger("securechat.settings")
 
@@ -99,6 +113,9 @@ def _build(instance: Path, config: Mapping[str, Any] | None,
     app.register_blueprint(devices.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(ghost.bp)
+    app.register_blueprint(export.bp)
+    app.register_blueprint(importer.bp)
+    app.register_blueprint(search.bp)
     app.register_blueprint(page.bp)
     app.add_url_rule("/api/health", "health", _health)
     limits.init_app(app)  # after every route: it wraps the limited views

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # Views that ask the AI backend share one budget per user (retrying is not a way around it).
 BACKEND_ENDPOINTS = ("chat.send", "chat.reply_again", "chat.edit", "ghost.ghost")
+# Views that read or write a whole history share one budget per user (EXPORT_RATE_LIMIT).
+PORTABLE_ENDPOINTS = ("export.export", "export.export_archive", "importer.import_export")
 
 
 def client_address() -> str:
@@ -219,9 +221,13 @@ def init_app(app: Flask) -> Limiter:
     # in reverse): the headers' numbers are read here, where a failure can be caught.
     app.after_request(_read_limit_for_headers)
     chat = limiter.shared_limit(cfg["CHAT_RATE_LIMIT"], scope="backend", key_func=session_user)
+    portable = limiter.shared_limit(cfg["EXPORT_RATE_LIMIT"], scope="portable",
+                                    key_func=session_user)
     rules: dict[str, list[Callable[[Callable[..., Any]], Callable[..., Any]]]] = {
         "auth.register": [limiter.limit(cfg["REGISTER_RATE_LIMIT"], key_func=client_address)],
         "chat.create": [limiter.limit(cfg["CREATE_RATE_LIMIT"], key_func=session_user)],
+        "search.search": [limiter.limit(cfg["SEARCH_RATE_LIMIT"], key_func=session_user)],
+        **{e: [portable] for e in PORTABLE_ENDPOINTS},
         # chat.send must exist; other backend views are limited when the app has them.
         **{e: [chat] for e in BACKEND_ENDPOINTS if e == "chat.send" or e in app.view_functions},
     }

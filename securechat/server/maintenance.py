@@ -37,6 +37,8 @@ def purge(app: Flask) -> int:
                                            now - cfg["SESSION_ABSOLUTE_TIMEOUT"])
         for user_id, days in store.retention_policies(db):
             gone += expire_conversations(db, now, user_id, days)
+        # An import still hidden a day after it began belongs to a process that died.
+        gone += store.portable.discard_stale_imports(db, iso(now - DAY))
         if gone:
             store.scrub.now(db)
     app.extensions["securechat.purged_at"] = time.monotonic()

@@ -7,7 +7,8 @@ threads (:mod:`securechat.server.offload`). On top of gevent's WSGI server this 
 a private chat needs:
 
 * nothing spooled to disk: a request body is read into memory (at most
-  ``MAX_CONTENT_LENGTH``) before the app runs, and a response goes straight to the socket,
+  ``MAX_CONTENT_LENGTH``; ``MAX_IMPORT_BYTES`` for ``POST /api/import``) before the app
+  runs, and a response goes straight to the socket,
   waiting for a slow reader instead of buffering for it;
 * deadlines per connection: the request line, headers and body must arrive within
   ``REQUEST_TIMEOUT`` (an idle keep-alive connection is closed then too, and a client
@@ -27,6 +28,7 @@ import json
 import logging
 import resource
 import socket
+import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -39,6 +41,11 @@ from gevent.pywsgi import Input, WSGIHandler, WSGIServer
 from ..protocol import client_key
 
 log = logging.getLogger(__name__)
+
+# How long a connection refused for its body's size reads on before it closes (seconds).
+LINGER = 2.0
+# The one route whose body may be larger than MAX_CONTENT_LENGTH (up to MAX_IMPORT_BYTES).
+IMPORT_PATH = "/api/import"
 
 
 _JSON_HEADERS = ("Content-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n"
@@ -71,8 +78,9 @@ class Handler(WSGIHandler):
     """One connection: its request arrives within a deadline, whole, before the app runs."""
 
 
-    # Set per server from the app's settings.
+    # Set per server from the app's settings. The import route alone takes a whole export.
     max_body = 1024 * 1024
+    max_import = 64 * 1024 * 1024
     request_timeout = 30.0
     write_timeout = 60.0
 
@@ -88,6 +96,7 @@ class Handler(WSGIHandler):
         # may take as long as the app's own bounds allow (a stream, a slow backend).
         self._deadline = gevent.Timeout(self.request_timeout)
         self._deadline.start()
+        self._refused = False
         try:
             result = super().handle_one_request()
         except gevent.Timeout as e:
@@ -96,6 +105,8 @@ class Handler(WSGIHandler):
             return None  # too slow to ask: close the connection without a word
         finally:
             self._deadline.close()
+        if self._refused:
+            self._linger()
         if isinstance(result, tuple):
             return result[0], json_error(str(result[0]))
         return result
@@ -103,23 +114,41 @@ class Handler(WSGIHandler):
     def get_environ(self) -> dict[str, Any]:
         """The WSGI environ, with the body already read into memory (bounded)."""
         environ = super().get_environ()
-        body = self._read_body(environ["wsgi.input"])
+        limit = self.max_body
+        if environ.get("PATH_INFO") == IMPORT_PATH and environ.get("REQUEST_METHOD") == "POST":
+            limit = max(limit, self.max_import)
+        body = self._read_body(environ["wsgi.input"], limit)
         self._deadline.close()  # it has all arrived: from here on the app's bounds apply
-        if len(body) > self.max_body:
+        if len(body) > limit:
             # The app answers its JSON 413 from the length; the rest is never read, so
             # the connection cannot carry another request.
             self.close_connection = True
             self.wsgi_input = _Drained()
+            self._refused = True
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         return environ
 
-    def _read_body(self, stream: Any) -> bytes:
-        """At most ``max_body + 1`` bytes of the body: enough to tell it is too large."""
+    def _linger(self) -> None:
+        """After a 413: end our side, then read and drop what the client still sends.
+
+        Closed with its body unread, the socket would answer the client's next bytes with
+        a reset, which can destroy the 413 before the client reads it. At most
+        ``LINGER`` seconds, and nothing read is kept.
+        """
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_WR)
+            self.socket.settimeout(0.5)
+            deadline = time.monotonic() + LINGER
+            while time.monotonic() < deadline and self.socket.recv(65536):
+                pass
+
+    def _read_body(self, stream: Any, limit: int) -> bytes:
+        """At most ``limit + 1`` bytes of the body: enough to tell it is too large."""
         chunks, size = [], 0
-        while size <= self.max_body:
-            data = stream.read(min(65536, self.max_body + 1 - size))
+        while size <= limit:
+            data = stream.read(min(65536, limit + 1 - size))
             if not data:
                 break
             chunks.append(data)
@@ -180,6 +209,7 @@ class Server(WSGIServer):
         cfg = app.config
         handler = type("ConfiguredHandler", (Handler,), {
             "max_body": int(cfg["MAX_CONTENT_LENGTH"]),
+            "max_import": int(cfg["MAX_IMPORT_BYTES"]),
             "request_timeout": float(cfg["REQUEST_TIMEOUT"]),
             "write_timeout": float(cfg["WRITE_TIMEOUT"])})
         super().__init__(listener, app, spawn=Pool(max_connections), handler_class=handler,

@@ -138,9 +138,12 @@ def load_session() -> bool:
     return True
 
 
-def check_csrf() -> None:
-    """Refuse a state-changing request whose X-CSRF-Token does not match the session."""
-    if request.method in _SAFE_METHODS:
+def check_csrf(always: bool = False) -> None:
+    """Refuse a state-changing request whose X-CSRF-Token does not match the session.
+
+    ``always``: a read too (an export: no other site may make the browser download one).
+    """
+    if request.method in _SAFE_METHODS and not always:
         return
     sent = request.headers.get(CSRF_HEADER, "")
     if not hmac.compare_digest(sent.encode("utf-8", "replace"), g.csrf.encode("ascii")):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import accounts, events, postgres, scrub
+from . import accounts, events, portable, postgres, scrub
 from .connection import Pool, connect, get_db, init_app
 from .migrate import SCHEMA_VERSION, migrate
 from .queries import (
@@ -46,6 +46,6 @@ __all__ = [
     "delete_idle_conversations", "delete_session", "delete_stale_sessions", "events",
     "find_user", "get_conversation", "get_db", "get_session", "get_user", "init_app",
     "keep_recent_sessions", "list_conversations", "migrate", "newest_messages", "find_message",
-    "page_messages", "postgres", "retention_policies", "rewrap_user_key", "scrub",
+    "page_messages", "portable", "postgres", "retention_policies", "rewrap_user_key", "scrub",
     "touch_session", "transaction", "update_conversation",
 ]

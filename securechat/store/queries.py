@@ -257,7 +257,8 @@ def update_conversation(db: Database, user_id: str, conv_id: str, title: bytes |
     if not sets:
         raise ValueError("nothing to update")
     cur = db.execute(f"UPDATE conversations SET {', '.join(sets)}"  # noqa: S608 - fixed text
-                     " WHERE id = ? AND user_id = ?", (*args, conv_id, user_id))
+                     " WHERE id = ? AND user_id = ? AND pending IS NULL",
+                     (*args, conv_id, user_id))
     return cur.rowcount > 0
 
 
@@ -272,7 +273,7 @@ def list_conversations(db: Database, user_id: str, limit: int,
     where, args = ("", ()) if after is None else (
         " AND (starred, updated_at, id) < (?, ?, ?)", after)
     rows = db.execute(
-        f"{_CONVERSATION} WHERE user_id = ?{where}"  # noqa: S608 - fixed text, no input
+        f"{_CONVERSATION} WHERE user_id = ? AND pending IS NULL{where}"  # noqa: S608
         " ORDER BY starred DESC, updated_at DESC, id DESC LIMIT ?",
         (user_id, *args, limit),
     ).fetchall()
@@ -281,8 +282,8 @@ def list_conversations(db: Database, user_id: str, limit: int,
 
 def get_conversation(db: Database, user_id: str, conv_id: str) -> Conversation | None:
     """Return the conversation if it exists *and* belongs to the user."""
-    row = db.execute(f"{_CONVERSATION} WHERE id = ? AND user_id = ?",  # noqa: S608
-                     (conv_id, user_id)).fetchone()
+    row = db.execute(f"{_CONVERSATION} WHERE id = ? AND user_id = ?"  # noqa: S608
+                     " AND pending IS NULL", (conv_id, user_id)).fetchone()
     return _conversation(row) if row else None
 
 
@@ -291,10 +292,12 @@ def delete_conversation(db: Database, user_id: str, conv_id: str) -> bool:
     with transaction(db):
         db.execute(
             "DELETE FROM messages WHERE conversation_id IN"
-            " (SELECT id FROM conversations WHERE id = ? AND user_id = ?)",
+            " (SELECT id FROM conversations WHERE id = ? AND user_id = ?"
+            "  AND pending IS NULL)",
             (conv_id, user_id),
         )
-        cur = db.execute("DELETE FROM conversations WHERE id = ? AND user_id = ?",
+        cur = db.execute("DELETE FROM conversations WHERE id = ? AND user_id = ?"
+                         " AND pending IS NULL",
                          (conv_id, user_id))
     return cur.rowcount > 0
 
@@ -332,11 +335,12 @@ def append_message(db: Database, user_id: str, conv_id: str, msg_id: str,
         if replace is None:
             cur = db.execute(
                 "UPDATE conversations SET next_position = next_position + 1, updated_at = ?"
-                " WHERE id = ? AND user_id = ?", (created_at, conv_id, user_id))
+                " WHERE id = ? AND user_id = ? AND pending IS NULL",
+                (created_at, conv_id, user_id))
         else:
             cur = db.execute(
                 "UPDATE conversations SET next_position = ?, updated_at = ?"
-                " WHERE id = ? AND user_id = ? AND next_position = ?",
+                " WHERE id = ? AND user_id = ? AND next_position = ? AND pending IS NULL",
                 (replace.position + 1, created_at, conv_id, user_id, replace.next_position))
         if cur.rowcount == 0:
             if replace is not None and get_conversation(db, user_id, conv_id) is not None:
@@ -370,9 +374,10 @@ def delete_idle_conversations(db: Database, user_id: str, idle_before: str) -> i
     with transaction(db):
         db.execute(
             "DELETE FROM messages WHERE conversation_id IN (SELECT id FROM conversations"
-            " WHERE user_id = ? AND starred = 0 AND updated_at < ?)", (user_id, idle_before))
+            " WHERE user_id = ? AND starred = 0 AND updated_at < ? AND pending IS NULL)",
+            (user_id, idle_before))
         cur = db.execute("DELETE FROM conversations WHERE user_id = ? AND starred = 0"
-                         " AND updated_at < ?", (user_id, idle_before))
+                         " AND updated_at < ? AND pending IS NULL", (user_id, idle_before))
     return cur.rowcount
 
 
