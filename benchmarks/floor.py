@@ -2,13 +2,14 @@
 
 ``python -m benchmarks.floor --port 0`` serves it under gevent's WSGI server, as
 ``python -m securechat serve`` serves securechat (one greenlet per connection, no access
-log), so the two compare fairly.
+log, TCP_NODELAY), so the two compare fairly.
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -35,12 +36,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     monkey.patch_all()
     import gevent
     from gevent.event import Event
-    from gevent.pywsgi import WSGIServer
+    from gevent.pywsgi import WSGIHandler, WSGIServer
+
+    class Handler(WSGIHandler):
+        def handle(self) -> None:
+            # As serve does: gevent writes headers and body apart, and Nagle's algorithm
+            # would hold the body for the client's delayed ACK (40 ms a keep-alive request).
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            super().handle()
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.floor")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    server = WSGIServer(("127.0.0.1", args.port), create_floor_app(), log=None)
+    server = WSGIServer(("127.0.0.1", args.port), create_floor_app(), log=None,
+                        handler_class=Handler)
     server.start()
     print(f"floor listening on http://127.0.0.1:{server.server_port}", flush=True)
     stopping = Event()

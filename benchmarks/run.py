@@ -16,15 +16,16 @@ from pathlib import Path
 
 import securechat
 
-from . import history, inprocess, keys, loopback, notebooks, portable, slow_readers
+from . import history, inprocess, keys, loopback, notebooks, portable, slow_readers, streams
 from .report import REPO_ROOT, Table, command_line, document
 
 SECTIONS = ("inprocess", "http", "history", "crypto", "login", "slow", "keys", "portable",
-            "notebooks")
+            "streams", "notebooks")
 FULL = {"messages": "100,10000,100000", "requests": 3000, "clients": "1,4,16",
-        "duration": 30.0, "page_reps": 200, "crypto_reps": 20000, "login_reps": 5}
+        "duration": 30.0, "page_reps": 200, "crypto_reps": 20000, "login_reps": 5,
+        "streams": 1000}
 QUICK = {"messages": "100,1000", "requests": 300, "clients": "1,4", "duration": 10.0,
-         "page_reps": 30, "crypto_reps": 2000, "login_reps": 2}
+         "page_reps": 30, "crypto_reps": 2000, "login_reps": 2, "streams": 100}
 TARGET_RATIO, TARGET_PAGE, TARGET_RSS_MB = 0.70, 2.0, 150.0
 TARGET_SEARCH_MS = 1000.0
 
@@ -52,10 +53,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--login-reps", type=int, help=f"KDF runs and logins "
                    f"[{FULL['login_reps']}]")
     p.add_argument("--login-concurrency", type=int, default=8,
-                   help="logins sent at once for the memory peak [8, serve's threads]")
+                   help="logins sent at once for the memory peak [8]")
     p.add_argument("--slow-sends", type=int, default=100,
                    help="messages of 31,000 characters sent before the slow-reader section "
                    "(each stores two) [100: a full page]")
+    p.add_argument("--streams", type=int, help="concurrent streams in section 11 "
+                   f"[{FULL['streams']}]")
+    p.add_argument("--stream-rate", type=float, default=100.0,
+                   help="streams opened per second at most [100]")
+    p.add_argument("--stream-words", type=int, default=300,
+                   help="tokens per reply [300: 15 s, so every stream is open at once]")
+    p.add_argument("--stream-delay", type=float, default=0.05,
+                   help="seconds between the fake backend's tokens [0.05: 20 tokens/s]")
+    p.add_argument("--stream-stores", default="sqlite,postgres",
+                   help="stores for section 11 [sqlite,postgres]")
+    p.add_argument("--stream-workers", type=_ints, default=[1, 2],
+                   help="serve --workers values for section 11 [1,2]")
+    p.add_argument("--send-clients", type=_ints, default=[4, 16],
+                   help="send-message concurrencies of section 11 [4,16]")
+    p.add_argument("--send-duration", type=float, default=10.0,
+                   help="time cap per section 11 send row, seconds [10]")
+    p.add_argument("--postgres", default=streams.POSTGRES_ADMIN_URL,
+                   help="PostgreSQL server for section 11 (a database is created and "
+                   f"dropped there) [{streams.POSTGRES_ADMIN_URL}]")
     p.add_argument("--notebooks", default="notebooks/*.ipynb",
                    help="glob of notebooks to execute, relative to the repository "
                    "[notebooks/*.ipynb]")
@@ -129,6 +149,17 @@ def run(args: argparse.Namespace, work: Path) -> list[Table]:
         table, found = portable.portable(work, max(args.messages))
         metrics |= found
         done(table)
+    if "streams" in args.sections:
+        found_streams = streams.many_streams(work, streams.Options(
+            streams=args.streams, rate=args.stream_rate, words=args.stream_words,
+            chunk_delay=args.stream_delay, stores=_stores(args.stream_stores),
+            workers=args.stream_workers, send_clients=args.send_clients,
+            send_requests=args.requests, send_duration=args.send_duration,
+            postgres_admin_url=args.postgres))
+        metrics |= found_streams.metrics
+        done(found_streams.streams)
+        done(found_streams.send)
+        done(found_streams.capacity)
     if "notebooks" in args.sections:
         # An absolute pattern stays absolute when joined; a relative one is the repository's.
         found = glob.glob(str(REPO_ROOT / args.notebooks)) if args.notebooks else []
@@ -144,6 +175,13 @@ def _order(table: Table) -> tuple[int, str]:
     """Tables by section number (10 after 9), then by the rest of the title."""
     number = re.match(r"\d+", table.title)
     return (int(number.group()) if number else 0, table.title)
+
+
+def _stores(text: str) -> list[str]:
+    stores = [s for s in text.split(",") if s]
+    if not stores or set(stores) - {"sqlite", "postgres"}:
+        raise SystemExit("--stream-stores takes sqlite and/or postgres")
+    return stores
 
 
 def targets(metrics: dict[str, float], args: argparse.Namespace) -> Table:
@@ -183,7 +221,38 @@ def targets(metrics: dict[str, float], args: argparse.Namespace) -> Table:
         r = metrics["rewrap_ratio"]
         table.add(f"password change at {big:,} messages within {TARGET_PAGE:g}× of "
                   f"{small:,}", f"{r:.2f}×", _yes(r <= TARGET_PAGE))
+    _stream_targets(table, metrics, args)
     return table
+
+
+def _stream_targets(table: Table, metrics: dict[str, float], args: argparse.Namespace) -> None:
+    """Section 11's targets, for each store and number of processes measured."""
+    if "capacity_refused" in metrics:
+        refused, expected = metrics["capacity_refused"], metrics["capacity_expected"]
+        other = metrics["capacity_other_failures"]
+        table.add("beyond MAX_STREAMS: 503 + Retry-After for each stream over, nothing else "
+                  "fails, /api/health answers", f"{refused:.0f} of {expected:.0f} refused, "
+                  f"{other:.0f} other failures", _yes(refused == expected and other == 0))
+    for store in ("sqlite", "postgres"):
+        for workers in args.stream_workers:
+            key = f"{store}_{workers}"
+            if f"streams_failures_{key}" not in metrics:
+                continue
+            where = (f"{'PostgreSQL' if store == 'postgres' else 'SQLite'}, {workers} "
+                     f"process{'es' if workers > 1 else ''}")
+            failed = metrics[f"streams_failures_{key}"]
+            table.add(f"{args.streams:,} streams complete, no failure, /api/health always "
+                      f"answers ({where})", f"{failed:.0f} failed",
+                      _yes(failed == 0))
+            overhead = metrics[f"streams_overhead_{key}"]
+            table.add(f"time to first token overhead p99 ≤ {streams.TARGET_OVERHEAD_MS:g} ms "
+                      f"over the backend alone ({where})", f"{overhead:.1f} ms",
+                      _yes(overhead <= streams.TARGET_OVERHEAD_MS))
+            for clients in args.send_clients:
+                ratio = metrics[f"send_ratio_{key}_{clients}"]
+                table.add(f"send message p99 at {clients} clients within "
+                          f"{streams.TARGET_SEND_RATIO:g}× of the floor's ({where})",
+                          f"{ratio:.2f}×", _yes(ratio <= streams.TARGET_SEND_RATIO))
 
 
 def _loadavg() -> str:
@@ -205,7 +274,8 @@ def _profile(work: Path, n: int) -> None:
     pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
 
 
-def intro(args: argparse.Namespace, seconds: float, ignored: Sequence[str]) -> list[str]:
+def intro(args: argparse.Namespace, seconds: float, ignored: Sequence[str],
+          load_before: str = "unknown") -> list[str]:
     """The run's conditions, written above the tables."""
     lines = [
         f"Sizes: messages {args.messages}, {args.requests} requests per case/row, clients "
@@ -214,11 +284,13 @@ def intro(args: argparse.Namespace, seconds: float, ignored: Sequence[str]) -> l
         "(RATELIMIT_ENABLED=False, SECURECHAT_RATELIMIT_ENABLED=false) so it measures the "
         "code, not the limiter.",
         f"KDF: the default ({inprocess.kdf_description()}) for login and memory; lowered "
-        "only where its logins are set-up and nothing timed derives a key (sections 1, 2).",
+        "only where its logins are set-up and nothing timed derives a key (sections 1, 2, "
+        "10, 11).",
         "The caller's SECURECHAT_* variables and .env file are ignored, so the defaults "
         "apply.",
-        f"Load average (1, 5, 15 min) at the end: {_loadavg()}; other work on the machine "
-        "during the run makes every number worse, fsync-bound ones most.",
+        f"Load average (1, 5, 15 min) at the start: {load_before}; at the end: {_loadavg()}; "
+        "other work on the machine during the run makes every number worse, fsync-bound and "
+        "latency ones most.",
     ]
     if ignored:
         lines.append(f"Ignored from the environment: {', '.join(sorted(ignored))}.")
@@ -235,14 +307,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ignored = [name for name in os.environ if name.startswith("SECURECHAT_")]
     for name in ignored:
         del os.environ[name]
-    cwd, start = Path.cwd(), time.perf_counter()
+    cwd, start, load_before = Path.cwd(), time.perf_counter(), _loadavg()
     with tempfile.TemporaryDirectory(prefix="securechat-bench-") as tmp:
         os.chdir(tmp)  # securechat reads a .env from the working folder: use an empty one
         try:
             tables = run(args, Path(tmp))
         finally:
             os.chdir(cwd)
-    text = document(tables, command_line(), intro(args, time.perf_counter() - start, ignored))
+    seconds = time.perf_counter() - start
+    text = document(tables, command_line(), intro(args, seconds, ignored, load_before))
     print(tables[0].markdown())
     if args.output != "-":
         Path(args.output).write_text(text, encoding="utf-8")

@@ -88,6 +88,9 @@ class Settings:
     # Concurrency caps and bounds of work.
     MAX_STREAMS: int = _s(1500, lo=1, hi=100_000)
     MAX_STREAMS_PER_USER: int = _s(3, lo=1, hi=1000)
+    # A streamed reply's deltas arriving within this many seconds of each other leave as
+    # one event (the first never waits); 0 sends each chunk as it comes.
+    STREAM_COALESCE_WINDOW: float = _s(0.01, lo=0, hi=0.05)
     MAX_SESSIONS_PER_USER: int = _s(20, lo=1, hi=10_000)
     MAX_CONNECTIONS: int = _s(2000, lo=1, hi=1_000_000)  # open at once, per `serve` worker
     # Under `serve`: a whole request (line, headers, body) must arrive in REQUEST_TIMEOUT

@@ -64,13 +64,17 @@ class FakeOpenAI:
     ``requests`` records what each request carried (the ``Authorization`` header and the
     JSON body): exactly what a real backend would see. ``cancelled`` counts streams the
     client closed before the end. With ``api_key`` set, other bearer keys get HTTP 401.
+    ``gate``, when given, is called with each streamed piece's index before it is sent
+    and may block: a test paces the stream by what its client has received.
     """
 
     def __init__(self, reply: Callable[[Messages], str] = default_reply, *,
                  chunk_delay: float = 0.0, api_key: str | None = None,
-                 stall_seconds: float = 10.0, port: int = 0) -> None:
+                 stall_seconds: float = 10.0, port: int = 0,
+                 gate: Callable[[int], None] | None = None) -> None:
         self.reply = reply
         self.chunk_delay = chunk_delay
+        self.gate = gate
         self.api_key = api_key
         self.stall_seconds = stall_seconds
         self.requests: list[dict[str, Any]] = []
@@ -215,9 +219,11 @@ class FakeOpenAI:
         finished = False
         try:
             yield _event(_chunk(model, {"role": "assistant", "content": ""}))
-            for piece in pieces:
+            for index, piece in enumerate(pieces):
                 if self.chunk_delay:
                     time.sleep(self.chunk_delay)
+                if self.gate is not None:
+                    self.gate(index)
                 yield _event(_chunk(model, {"content": piece}))
             if cut is not None:
                 _drop(cut)

@@ -48,6 +48,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes, bytes
             "--requests", "4", "--clients", ",".join(map(str, CLIENTS)), "--duration", "20",
             "--page-reps", "2", "--crypto-reps", "5", "--login-reps", "1",
             "--login-concurrency", "2", "--slow-sends", "2",
+            # Section 11 (streams) has a smoke test of its own.
+            "--sections", "inprocess,http,history,crypto,login,slow,keys,portable,notebooks",
             "--notebooks", str(notebook), "--output", str(out)]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=280,
                           check=False)

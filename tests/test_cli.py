@@ -100,7 +100,7 @@ def test_serve_bounds_request_bodies(served: Served) -> None:
         url, data=b"{" + b" " * (2 * 1024 * 1024) + b"}", headers=headers, timeout=30
     )
     assert over.status_code == 413 and over.json()["error"]["code"] == "too_large"
-    # Far beyond the limit, waitress refuses before buffering it all.
+    # Far beyond the limit, serve reads no more than the limit (and a byte) before the 413.
     try:
         huge = requests.post(url, data=b" " * (12 * 1024 * 1024), headers=headers, timeout=30)
         assert huge.status_code == 413

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import resource
+import socket
 import subprocess
 import sys
 
@@ -20,6 +21,30 @@ def test_connections_are_capped_by_the_open_files_limit(monkeypatch: pytest.Monk
     assert production.connection_cap(500) == 500
     assert production.connection_cap(5000) == 1024 - 64
     assert "more than 1024 open files allow" in caplog.text
+
+
+def test_the_open_files_limit_is_raised_for_backend_sockets_too(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    asked: list[int] = []
+    monkeypatch.setattr(production, "raise_open_files_limit", asked.append)
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (4096, 4096))
+    assert production.connection_cap(2000, streams=1500) == 2000
+    assert asked == [2000 + 1500 + 64] and not caplog.text
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (2100, 2100))
+    assert production.connection_cap(2000, streams=1500) == 2000
+    assert "MAX_STREAMS=1500 backend connections" in caplog.text
+
+
+def test_every_connection_sends_small_writes_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TCP_NODELAY: gevent's headers and body go in two writes, which Nagle would delay."""
+    monkeypatch.setattr(production.WSGIHandler, "handle", lambda self: None)
+    with socket.create_server(("127.0.0.1", 0)) as listener, \
+            socket.create_connection(listener.getsockname()) as _client:
+        accepted, address = listener.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+            production.Handler(accepted, address, None).handle()
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
 
 @pytest.mark.parametrize(("status", "code"), [("400", "bad_request"), ("414", "bad_request"),

@@ -226,7 +226,7 @@ def test_many_half_open_connections_cannot_lock_others_out(serving: list[Served]
     served = _start(serving, instance)
     held: list[socket.socket] = []
     try:
-        # 160 half-sent requests from four addresses: more than waitress's default 100.
+        # 160 half-sent requests from four addresses: more than the 32 one address may hold.
         for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"):
             held += _half_open(source, served.port, 40)
         assert [_health(served.url) for _ in range(3)] == [200] * 3
@@ -239,7 +239,7 @@ def test_many_half_open_connections_cannot_lock_others_out(serving: list[Served]
             sock.close()
 
 
-def test_waitress_own_errors_are_json(serving: list[Served], instance: Path) -> None:
+def test_the_servers_own_errors_are_json(serving: list[Served], instance: Path) -> None:
     served = _start(serving, instance)
     over = requests.post(served.url + "/api/register", data=b" " * (3 * 1024 * 1024),
                          headers={"Content-Type": "application/json"}, timeout=30)
@@ -251,6 +251,52 @@ def test_waitress_own_errors_are_json(serving: list[Served], instance: Path) -> 
         while data := sock.recv(65536):  # the server closes after an error
             answer += data
     assert answer.startswith(b"HTTP/1.1 400") and b'"code": "bad_request"' in answer
+
+
+def _exchange(sock: socket.socket, request: bytes) -> bytes:
+    """Send ``request``; return one whole response (Content-Length bodies only)."""
+    sock.sendall(request)
+    answer = b""
+    while not _whole(answer) and (data := sock.recv(65536)):
+        answer += data
+    return answer
+
+
+def _whole(answer: bytes) -> bool:
+    head, found, body = answer.partition(b"\r\n\r\n")
+    length = re.search(rb"(?i)\r\ncontent-length: (\d+)", head)
+    return bool(found and length and len(body) >= int(length.group(1)))
+
+
+def _head(answer: bytes) -> list[bytes]:
+    return answer.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+
+
+def test_a_connection_the_server_will_close_says_connection_close(
+        serving: list[Served], instance: Path) -> None:
+    served = _start(serving, instance, SECURECHAT_MAX_CONTENT_LENGTH="1024")
+    body = b" " * 1025  # over the limit; all of it sent, so the close is a clean one
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        # Kept alive: nothing said, and a second request goes over the same connection.
+        health = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+        for _ in range(2):
+            head = _head(_exchange(sock, health))
+            assert head[0].startswith(b"http/1.1 200") and not [
+                h for h in head if h.startswith(b"connection:")]
+        # A body too large to read: the connection ends after the 413, and says so first.
+        answer = _exchange(sock, b"POST /api/register HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Type: application/json\r\nContent-Length: 1025\r\n"
+                           b"\r\n" + body)
+        head = _head(answer)
+        assert head[0].startswith(b"http/1.1 413")
+        assert [h for h in head if h.startswith(b"connection:")] == [b"connection: close"]
+        assert sock.recv(65536) == b""  # and it did close
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        # A client that asks to close is answered with the same word, once.
+        head = _head(_exchange(sock, b"GET /api/health HTTP/1.1\r\nHost: x\r\n"
+                               b"Connection: close\r\n\r\n"))
+        assert [h for h in head if h.startswith(b"connection:")] == [b"connection: close"]
+        assert sock.recv(65536) == b""
 
 
 # --- Ctrl-C ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 
 from securechat import ApiError, BackgroundServer, ChatClient, create_app
 from securechat.testing import FakeOpenAI, chunks_of
@@ -40,7 +41,9 @@ def settings(settings: dict[str, Any], fake: FakeOpenAI, key: str) -> dict[str, 
     return openai_settings(settings, fake, key)
 
 
-def test_backend_chunks_are_relayed_one_event_each(alice: ChatClient, fake: FakeOpenAI) -> None:
+def test_backend_chunks_are_relayed_one_event_each(app: Flask, alice: ChatClient,
+                                                   fake: FakeOpenAI) -> None:
+    app.config["STREAM_COALESCE_WINDOW"] = 0  # coalescing off: the chunks as they came
     conv = alice.new_conversation()["id"]
     _, events = stream_events(alice, messages_path(conv), {"content": "relay me"})
     expected = chunks_of(fake.reply([{"role": "system", "content": ""},
@@ -172,7 +175,7 @@ def test_disconnect_keeps_what_was_generated(settings: dict[str, Any], tmp_path:
 
 
 class Served:
-    """`python -m securechat serve` (waitress) in a subprocess, pointed at a fake backend."""
+    """`python -m securechat serve` (gevent) in a subprocess, pointed at a fake backend."""
 
     def __init__(self, instance: Path, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
@@ -194,7 +197,7 @@ class Served:
         return err
 
 
-def test_disconnect_under_waitress(tmp_path: Path, slow_fake: FakeOpenAI, key: str) -> None:
+def test_disconnect_under_serve(tmp_path: Path, slow_fake: FakeOpenAI, key: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
     env.update(SECURECHAT_KDF_LOG_N="10", SECURECHAT_RATELIMIT_ENABLED="false",
                SECURECHAT_RESPONDER="openai", SECURECHAT_OPENAI_BASE_URL=slow_fake.base_url,
@@ -205,7 +208,7 @@ def test_disconnect_under_waitress(tmp_path: Path, slow_fake: FakeOpenAI, key: s
             client.register("grace", "correct horse battery")
             client.login("grace", "correct horse battery")
             conv = client.new_conversation()["id"]
-            whole = "".join(client.stream(conv, "short?"))  # chunked encoding under waitress
+            whole = "".join(client.stream(conv, "short?"))  # chunked encoding under serve
             assert whole == "short and sweet"
             reply = client.stream(conv, "again, then I leave")
             received = [chunk for chunk, _ in zip(reply, range(3), strict=False)]

@@ -16,6 +16,7 @@ from .. import protocol, store
 from ..backends import BackendError, Responder, Turn, trim_history
 from . import messages
 from .capacity import BackendCall
+from .coalesce import coalesced
 from .http import Abort, fail
 
 log = logging.getLogger(__name__)
@@ -117,15 +118,18 @@ def _stream_reply(history: list[Turn], call: BackendCall, finish: Callable[[str]
                   keep: Callable[[list[str]], None]) -> Response:
     """Answer Server-Sent Events: ``delta`` per chunk, then ``done`` (or ``error``).
 
-    ``finish`` settles the whole reply into the closing event (storing it, or not);
-    ``keep`` keeps what a reply cut short had generated. The backend slot ``call`` is held
-    until the response is closed, however it ends.
+    Chunks that arrive within ``STREAM_COALESCE_WINDOW`` of each other share one
+    ``delta`` (the first is never held). ``finish`` settles the whole reply into the
+    closing event (storing it, or not); ``keep`` keeps what a reply cut short had
+    generated. The backend slot ``call`` is held until the response is closed, however it
+    ends.
     """
+    window = float(current_app.config["STREAM_COALESCE_WINDOW"])
 
     def events() -> Iterator[bytes]:
         parts: list[str] = []
         final: bytes | None = None  # the closing event, once the reply is settled
-        chunks = responder().stream(history)
+        chunks = coalesced(responder().stream(history), window)
         try:
             # A comment (ignored by SSE readers) sends the headers now: the client learns
             # that its message is stored while the backend is still thinking.
