@@ -312,7 +312,14 @@ def test_backend_failure_keeps_the_message_and_offers_retry(
     box.close()
 
 
-def test_streamed_reply_is_drawn_as_it_arrives(make_user: Callable[..., ChatClient]) -> None:
+@pytest.fixture
+def one_event_per_chunk(settings: dict[str, Any]) -> None:
+    """The server sends each chunk as its own event (no merging within a window)."""
+    settings["STREAM_COALESCE_WINDOW"] = 0
+
+
+def test_streamed_reply_is_drawn_as_it_arrives(one_event_per_chunk: None,
+                                               make_user: Callable[..., ChatClient]) -> None:
     box = logged_in_box(make_user)
     box.refresh_interval = 0  # redraw on every chunk
     drawn: list[str] = []
