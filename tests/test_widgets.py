@@ -1277,13 +1277,13 @@ def test_edit_and_resend_the_last_message(make_user: Callable[..., ChatClient]) 
     box.send("first question")
     box.send("a typo'd question")
     box.edit_button.click()
-    assert box.input.value == "a typo'd question" and box._editing
+    assert box.input.value == "a typo'd question" and box.replies.editing
     assert box.cancel_edit_button.layout.display is None
     box.input._handle_custom_msg({"type": "submit", "text": "the right question"}, [])
     assert box.wait(30)
     assert box.transcript() == ("user: first question\nassistant: Echo: first question\n"
                                 "user: the right question\nassistant: Echo: the right question")
-    assert not box._editing and box.cancel_edit_button.layout.display == "none"
+    assert not box.replies.editing and box.cancel_edit_button.layout.display == "none"
     conversation = box.conversation_id
     assert conversation is not None
     assert len(box.client.history(conversation)) == 4  # replaced, not added
