@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from securechat import ApiError, ChatClient, TransportError, archive
-from securechat import client as client_module
+from securechat import ApiError, ChatClient, TransportError, archive, client_portable
 
 
 def test_rename_and_star(alice: ChatClient) -> None:
@@ -86,11 +85,11 @@ def test_a_cut_export_is_an_error_and_leaves_no_file(tmp_path: Path,
             pass
 
     cut = [b'{"format":"securechat-export","conversations":[']
-    monkeypatch.setattr(client_module.protocol, "iter_body", lambda response: iter(cut))
+    monkeypatch.setattr(client_portable.protocol, "iter_body", lambda response: iter(cut))
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(TransportError) as info:
-        client_module._write_atomically(out / "x.json", client_module._body(
+        client_portable._write_atomically(out / "x.json", client_portable._body(
             Cut(), b"]}\n"))  # type: ignore[arg-type]
     assert info.value.code == "stream_broken"
     assert list(out.iterdir()) == []
