@@ -19,9 +19,12 @@ from .helpers import FAST
 
 # The module (store.migrate is the function the package exports).
 migrate = importlib.import_module("securechat.store.migrate")
-QUERIES = Path(store.queries.__file__)
+STORE = Path(store.__file__).parent
+# The modules whose SQL runs on either database; the rest are one store's own (PRAGMA, BEGIN).
+ONE_STORE_ONLY = {"__init__", "connection", "postgres", "migrate", "scrub"}
+QUERIES = sorted(p for p in STORE.glob("*.py") if p.stem not in ONE_STORE_ONLY)
 
-# What SQLite accepts and PostgreSQL refuses or reads otherwise (queries.py's docstring).
+# What SQLite accepts and PostgreSQL refuses or reads otherwise (store/database.py's docstring).
 SQLITE_ONLY = [
     r"\bPRAGMA\b", r"\bRETURNING\b", r"\bINSERT\s+OR\b", r"\bREPLACE\s+INTO\b", r"\browid\b",
     r"\bifnull\s*\(", r"\bgroup_concat\s*\(", r"\bjulianday\s*\(", r"\bstrftime\s*\(",
@@ -52,12 +55,19 @@ def portability_problems(sql: str) -> list[str]:
 
 
 def test_the_queries_are_found() -> None:
-    strings = sql_strings(QUERIES)
-    assert len(strings) >= 15 and any("INSERT INTO messages" in s for s in strings)
+    assert {p.stem for p in QUERIES} == {"accounts", "conversations", "database", "events",
+                                         "portable", "users"}
+    found = {p.stem: sql_strings(p) for p in QUERIES}
+    assert all(found[stem] for stem in {"accounts", "conversations", "events", "portable",
+                                        "users"}), "a query module without SQL was not read"
+    assert any("INSERT INTO messages" in s for s in found["conversations"])
+    assert any("INSERT INTO users" in s for s in found["users"])
+    assert sum(map(len, found.values())) >= 40
 
 
-def test_every_query_keeps_to_the_portable_rules() -> None:
-    problems = {sql[:60]: portability_problems(sql) for sql in sql_strings(QUERIES)}
+@pytest.mark.parametrize("module", QUERIES, ids=lambda p: p.name)
+def test_every_query_keeps_to_the_portable_rules(module: Path) -> None:
+    problems = {sql[:60]: portability_problems(sql) for sql in sql_strings(module)}
     assert {sql: p for sql, p in problems.items() if p} == {}
 
 
@@ -72,10 +82,11 @@ def test_the_check_catches_sqlite_only_sql(sql: str) -> None:
     assert portability_problems(sql)
 
 
-def test_queries_import_no_database_driver() -> None:
+@pytest.mark.parametrize("module", QUERIES, ids=lambda p: p.name)
+def test_queries_import_no_database_driver(module: Path) -> None:
     # A driver's own exception (sqlite3.IntegrityError) would tie a query to one store:
     # the connection names it (db.IntegrityError) on both.
-    tree = ast.parse(QUERIES.read_text())
+    tree = ast.parse(module.read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module for node in ast.walk(tree)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .queries import Database, transaction
+from .database import Database, transaction
 
 
 @dataclass(frozen=True)

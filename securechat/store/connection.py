@@ -21,8 +21,9 @@ from flask import Flask, current_app, g
 from .. import offload
 from ..errors import ConfigError
 from . import postgres, scrub
+from .database import Database
 from .migrate import migrate
-from .queries import Database, delete_stale_sessions
+from .users import delete_stale_sessions
 
 # How long a statement waits for another connection's write lock before failing.
 BUSY_TIMEOUT_MS = 30_000

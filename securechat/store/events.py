@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .queries import Database, transaction
+from .database import Database, transaction
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .queries import _CONVERSATION, Conversation, Database, Message, _conversation, transaction
+from .conversations import _CONVERSATION, Conversation, Message, _conversation
+from .database import Database, transaction
 
 # (created_at, id) of the last conversation of the previous batch.
 AgeCursor = tuple[str, str]

@@ -1,7 +1,7 @@
 """PostgreSQL as the store: one pool per process, and the sqlite3-shaped handle queries use.
 
 ``SECURECHAT_DATABASE=postgresql://user@host:5432/db`` selects it (``pip install
-'securechat[postgres]'``). Every query of :mod:`.queries` runs here unchanged: ``?``
+'securechat[postgres]'``). Every query (the rules: :mod:`.database`) runs here unchanged: ``?``
 placeholders become ``%s`` in one place (:func:`translate`), rows come back as tuples and
 ciphertext as ``bytea``. A handle borrows a pooled connection for one statement, or for
 one :meth:`Database.transaction`, never longer: a request streaming a slow AI reply holds
