@@ -23,11 +23,12 @@ import ipywidgets as w
 
 from ..client import ChatClient
 from ..errors import ApiError, SecureChatError
-from .account import AccountPanel, RecoveryCodeView
+from .account import AccountPanel
 from .chat_input import ChatInput
 from .conversations import Conversations
 from .messages import MessageList
 from .portable import HistoryTools
+from .recovery_code import RecoveryCodeView
 from .render import describe_error
 from .replies import Replies
 from .search import Search

@@ -1,9 +1,9 @@
 // The page's Markdown renderer: the safe subset of securechat/widgets/markdown.py (the
-// ChatBox's), step for step, so both show a reply the same way (tests/markdown_cases.json
-// runs one corpus through both). Text is never parsed as HTML: the parser makes a tree of tags
-// from a fixed, attribute-free set, and toNodes builds it with createElement and text
-// nodes. Every step is linear in the text, because a streaming reply is re-rendered as it
-// grows.
+// ChatBox's; with markdown_inline.py and markdown_tree.py), step for step, so both show a
+// reply the same way (tests/markdown_cases.json runs one corpus through both). Text is
+// never parsed as HTML: the parser makes a tree of tags from a fixed, attribute-free set,
+// and toNodes builds it with createElement and text nodes. Every step is linear in the
+// text, because a streaming reply is re-rendered as it grows.
 
 export const TAGS = Object.freeze(["p", "br", "strong", "em", "code", "pre", "ul", "ol", "li",
   "blockquote"]);
