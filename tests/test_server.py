@@ -79,7 +79,8 @@ def test_the_serving_loop_waits_without_a_timeout(app: Flask,
         loop = f"securechat-server-{server.port}"  # the serving thread (not a request's)
     assert set(threading.enumerate()) <= before
     timeouts = [timeout for name, timeout in calls if name == loop]
-    assert len(timeouts) >= 3 and set(timeouts) == {None}  # two requests, then the wake-up
+    # A connection (the two requests may share one: keep-alive), then the wake-up by stop().
+    assert len(timeouts) >= 2 and set(timeouts) == {None}
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.com"])  # noqa: S104
