@@ -40,6 +40,9 @@ DEFAULT_VERSION = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_
 OTHER_VERSIONS = $(strip $(foreach v,$(filter-out $(DEFAULT_VERSION),$(SUPPORTED)),$\
 	$(if $(call python_for,$(v)),$(v))))
 BROWSER_TESTS := $(wildcard tests/test_browser_*.py)
+# The benchmarks' smoke tests check the benchmark scripts, not the package: one Python is
+# enough for them too.
+ONE_PYTHON_TESTS := $(BROWSER_TESTS) $(wildcard tests/test_benchmarks_*smoke.py)
 WHEEL_DIR := build/wheel
 
 # One wheel of the working tree, built once per run and installed into each version's
@@ -61,12 +64,13 @@ wheel:
 
 # The tests import the tree (pytest's pythonpath); the wheel, reinstalled from this run's
 # tree, is what their `python -m securechat` subprocesses run. The PostgreSQL runs of the
-# contract stay with `make test` (one Python is enough for the database; DESIGN.md).
+# contract stay with `make test` (one Python is enough for the database; DESIGN.md), as do
+# the browser tests and the benchmarks' smoke tests.
 test-python-%: .venv-%/.installed wheel
 	.venv-$*/bin/python -m pip install --quiet --no-deps --force-reinstall $(WHEEL_DIR)/securechat-*.whl
 	@echo "== Python $* ($$(.venv-$*/bin/python -c 'import sys; print(sys.version.split()[0])'))"
 	.venv-$*/bin/python -m pytest tests -p no:cacheprovider -k "not postgres" \
-		$(addprefix --ignore=,$(BROWSER_TESTS))
+		$(addprefix --ignore=,$(ONE_PYTHON_TESTS))
 
 notebooks: $(STAMP)
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
