@@ -83,7 +83,8 @@ def serve(host: str, port: int, instance: str | None, workers: int = 1,
 
     from .errors import ConfigError
     from .server import create_app_from_env
-    from .server.production import listen, make_server, no_core_dumps, unmap_large_allocations
+    from .server.process import no_core_dumps, unmap_large_allocations
+    from .server.production import listen, make_server
 
     no_core_dumps()  # before any key is in memory
     unmap_large_allocations()  # each login's KDF memory goes back to the system after it
@@ -124,7 +125,8 @@ def _supervisor(host: str, port: int, instance: str | None, workers: int) -> int
     """Check and migrate once, bind the port, then run and watch ``workers`` processes."""
     from .errors import ConfigError
     from .server import create_app_from_env
-    from .server.production import listen, no_core_dumps
+    from .server.process import no_core_dumps
+    from .server.production import listen
 
     no_core_dumps()
     try:

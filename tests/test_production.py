@@ -11,27 +11,27 @@ import sys
 
 import pytest
 
-from securechat.server import production
+from securechat.server import process, production
 
 
 def test_connections_are_capped_by_the_open_files_limit(monkeypatch: pytest.MonkeyPatch,
                                                         caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(production, "raise_open_files_limit", lambda wanted: None)
+    monkeypatch.setattr(process, "raise_open_files_limit", lambda wanted: None)
     monkeypatch.setattr(resource, "getrlimit", lambda _which: (1024, 1024))
-    assert production.connection_cap(500) == 500
-    assert production.connection_cap(5000) == 1024 - 64
+    assert process.connection_cap(500) == 500
+    assert process.connection_cap(5000) == 1024 - 64
     assert "more than 1024 open files allow" in caplog.text
 
 
 def test_the_open_files_limit_is_raised_for_backend_sockets_too(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     asked: list[int] = []
-    monkeypatch.setattr(production, "raise_open_files_limit", asked.append)
+    monkeypatch.setattr(process, "raise_open_files_limit", asked.append)
     monkeypatch.setattr(resource, "getrlimit", lambda _which: (4096, 4096))
-    assert production.connection_cap(2000, streams=1500) == 2000
+    assert process.connection_cap(2000, streams=1500) == 2000
     assert asked == [2000 + 1500 + 64] and not caplog.text
     monkeypatch.setattr(resource, "getrlimit", lambda _which: (2100, 2100))
-    assert production.connection_cap(2000, streams=1500) == 2000
+    assert process.connection_cap(2000, streams=1500) == 2000
     assert "MAX_STREAMS=1500 backend connections" in caplog.text
 
 
@@ -65,7 +65,7 @@ def test_large_allocations_are_unmapped_when_freed_under_glibc() -> None:
 
     Run in a child: the setting is process-wide and this one runs the other tests.
     """
-    code = "from securechat.server.production import unmap_large_allocations as u; print(u())"
+    code = "from securechat.server.process import unmap_large_allocations as u; print(u())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.strip() == "True"
