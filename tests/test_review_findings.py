@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from .helpers import AuthActions, assert_error
@@ -16,3 +18,39 @@ def test_import_time_out_of_range_is_a_400(auth: AuthActions, at: str) -> None:
     response = auth.http.post("/api/import", json=doc, headers=auth.csrf)
     assert_error(response, 400, "invalid_export")
     assert "conversations[0].messages[0].created_at" in response.get_json()["error"]["message"]
+
+
+_NORMALIZE = unicodedata.normalize
+
+
+def _longest_reordered_run(text: str) -> int:
+    """The longest run of characters NFKC must reorder as one (each opens with a non-starter)."""
+    longest = run = 0
+    for char in text:
+        first = _NORMALIZE("NFD", char)[:1]
+        run = run + 1 if unicodedata.combining(char) or unicodedata.combining(first) else 0
+        longest = max(longest, run)
+    return longest
+
+
+@pytest.mark.parametrize("content", ["xa" + "\u0301\u0316" * 100, "x" + "\u0f73" * 100],
+                         ids=["marks", "tibetan-vowel"])
+def test_search_never_normalizes_a_long_run_of_marks(auth: AuthActions, content: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # CPython's NFKC reorders a run of combining marks in quadratic time: 32,768 of them
+    # (one message) took 0.8 s, and a search opens thousands of messages on the event loop.
+    auth.signup()
+    conv = auth.new_conversation("marks")["id"]
+    assert auth.send(conv, content).status_code == 201
+    seen: list[int] = []
+
+    def watched(form: str, text: str) -> str:
+        seen.append(_longest_reordered_run(text))
+        return _NORMALIZE(form, text)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(unicodedata, "normalize", watched)
+    response = auth.http.post("/api/search", json={"q": "x"}, headers=auth.csrf)
+    monkeypatch.undo()
+    assert response.status_code == 200
+    assert response.get_json()["results"]  # still found
+    assert seen and max(seen) <= 31
