@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import unicodedata
+from typing import Any
 
 import pytest
 
@@ -54,3 +57,36 @@ def test_search_never_normalizes_a_long_run_of_marks(auth: AuthActions, content:
     assert response.status_code == 200
     assert response.get_json()["results"]  # still found
     assert seen and max(seen) <= 31
+
+
+def _cursor(value: object) -> str:
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.every_store
+@pytest.mark.parametrize("forged", [["2026-01-01T00:00:00Z", "a\u0000b", 5],
+                                    ["2026\u0000", "x", -1]], ids=["nul-id", "nul-time"])
+def test_a_forged_search_cursor_is_never_a_500(auth: AuthActions, forged: list[Any]) -> None:
+    # PostgreSQL text cannot hold NUL: a cursor carrying one reached the query and failed.
+    auth.signup()
+    auth.new_conversation("hello there")
+    response = auth.http.post("/api/search", json={"q": "hello", "before": _cursor(forged)},
+                              headers=auth.csrf)
+    assert response.status_code in (200, 400), response.text
+
+
+@pytest.mark.every_store
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/api/conversations/a%00b/messages"),
+    ("DELETE", "/api/conversations/a%00b"),
+    ("PATCH", "/api/conversations/a%00b"),
+    ("DELETE", "/api/account/sessions/a%00b"),
+    ("GET", "/api/conversations?before=" + _cursor([0, "2026\u0000", "x"])),
+])
+def test_a_nul_in_an_id_or_list_cursor_is_never_a_500(auth: AuthActions, method: str,
+                                                      path: str) -> None:
+    auth.signup()
+    body = {"json": {"title": "x"}} if method == "PATCH" else {}
+    response = auth.http.open(path, method=method, headers=auth.csrf, **body)
+    assert response.status_code in (200, 400, 404), response.text
