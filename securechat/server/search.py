@@ -24,7 +24,7 @@ from flask import Blueprint, Response, current_app, g, jsonify
 
 from .. import store
 from . import messages
-from .http import fail, json_body, optional_string, string_field
+from .http import fail, json_body, no_nul, optional_string, string_field
 from .sessions import login_required
 
 bp = Blueprint("search", __name__, url_prefix="/api/search")
@@ -236,7 +236,8 @@ def _cursor(text: str | None) -> Cursor | None:
         updated, conv_id, position = json.loads(
             base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         if isinstance(updated, str) and isinstance(conv_id, str) and isinstance(position, int) \
-                and not isinstance(position, bool) and START <= position <= 2**62:
+                and not isinstance(position, bool) and START <= position <= 2**62 \
+                and no_nul(updated, conv_id):
             return updated, conv_id, position
     except (ValueError, TypeError, RecursionError):
         pass
