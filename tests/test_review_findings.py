@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
 import unicodedata
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .helpers import AuthActions, assert_error
+from securechat import ChatClient
+
+from .helpers import PASSWORD, AuthActions, assert_error
+from .served import Served, serve_env
 
 
 @pytest.mark.parametrize("at", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
@@ -90,3 +96,34 @@ def test_a_nul_in_an_id_or_list_cursor_is_never_a_500(auth: AuthActions, method:
     body = {"json": {"title": "x"}} if method == "PATCH" else {}
     response = auth.http.open(path, method=method, headers=auth.csrf, **body)
     assert response.status_code in (200, 400, 404), response.text
+
+
+def test_a_stranger_cannot_hold_the_large_import_slot(instance: Path) -> None:
+    """Without a signed session cookie a large import body is refused unread (401).
+
+    Before: the body of anyone's POST /api/import was read into memory (up to 64 MiB,
+    over REQUEST_TIMEOUT) holding the only IMPORT_CONCURRENCY slot, so a stranger kept
+    every user's import at 503.
+    """
+    served = Served(instance, serve_env())
+    try:
+        with ChatClient(served.url, timeout=60) as client:
+            client.register("ada", PASSWORD)
+            client.login("ada", PASSWORD)
+            stranger = socket.create_connection(("127.0.0.1", served.port))
+            try:
+                stranger.sendall(b"POST /api/import HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                 b"Content-Type: application/json\r\n"
+                                 b"Content-Length: 60000000\r\n\r\n")
+                with contextlib.suppress(OSError):  # refused: the server stops reading
+                    stranger.sendall(b" " * (16 * 1024 * 1024))  # past every socket buffer
+                message = {"role": "user", "content": "x" * 30_000,
+                           "created_at": "2026-01-01T00:00:00Z"}
+                doc = {"format": "securechat-export", "version": 1, "conversations": [
+                    {"title": "big", "created_at": "2026-01-01T00:00:00Z",
+                     "messages": [message] * 40}]}  # 1.2 MB: over MAX_CONTENT_LENGTH
+                assert client.import_export(doc)["imported"] == 1
+            finally:
+                stranger.close()
+    finally:
+        served.kill()
