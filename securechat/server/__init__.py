@@ -103,6 +103,8 @@ def _build(instance: Path, config: Mapping[str, Any] | None,
     app.extensions["securechat.settings"] = chosen
     app.json = http.SafeJSONProvider(app)
     app.request_class = http.InMemoryRequest
+    # Before any route exists: every <id> in a URL is a segment without NUL.
+    app.url_map.converters["default"] = app.url_map.converters["string"] = http.SegmentConverter
     app.extensions["securechat.responder"] = make_responder(app.config)
     capacity.init_app(app)
     store.init_app(app)

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from .. import records, store
 from . import messages, stream
 from .capacity import BackendCall
-from .http import fail, json_body, optional_json_body, optional_string, string_field
+from .http import fail, json_body, no_nul, optional_json_body, optional_string, string_field
 from .sessions import iso, login_required
 
 bp = Blueprint("chat", __name__, url_prefix="/api/conversations")
@@ -97,7 +97,8 @@ def _list_cursor(text: str | None) -> store.ListCursor | None:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         starred, updated, conv_id = json.loads(raw)
-        if starred in (0, 1) and isinstance(updated, str) and isinstance(conv_id, str):
+        if starred in (0, 1) and isinstance(updated, str) and isinstance(conv_id, str) \
+                and no_nul(updated, conv_id):
             return int(starred), updated, conv_id
     except (ValueError, TypeError, RecursionError):
         pass

@@ -9,6 +9,7 @@ from typing import Any, BinaryIO, NoReturn
 from flask import Flask, Request, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from .. import protocol
 from ..errors import DecryptionError
@@ -56,6 +57,17 @@ IMPORT_BUSY_MESSAGE = "Another import is running; try again in a moment."
 def busy(message: str, retry_after: int) -> NoReturn:
     """Answer 503 with ``Retry-After``: the server is at capacity, try again shortly."""
     fail(503, "unavailable", message, {"Retry-After": str(max(1, int(retry_after)))})
+
+
+class SegmentConverter(BaseConverter):
+    """A path segment (an id) without NUL: PostgreSQL text cannot hold one (a 500 before)."""
+
+    regex = "[^/\\x00]+"
+
+
+def no_nul(*texts: str) -> bool:
+    """Whether none of ``texts`` holds a NUL (a cursor's strings reach the database)."""
+    return not any("\x00" in text for text in texts)
 
 
 class InMemoryRequest(Request):

@@ -128,7 +128,10 @@ def _time(value: Any, path: str) -> str:
         except ValueError:
             moment = None
         if moment is not None and moment.tzinfo is not None:
-            return iso(moment.timestamp())
+            try:
+                return iso(moment.timestamp())
+            except (ValueError, OverflowError, OSError):
+                pass  # in range as written, out of range in UTC (year 0 or 10000)
     _bad(path, "must be an ISO-8601 time with a zone, e.g. 2026-01-31T12:00:00Z")
 
 

@@ -40,10 +40,12 @@ import gevent.lock
 from flask import Flask
 from gevent.pool import Pool
 from gevent.pywsgi import Input, WSGIHandler, WSGIServer
+from werkzeug.http import parse_cookie
 
 from ..protocol import client_key
 from . import process
 from .http import IMPORT_BUSY
+from .sessions import cookie_name, cookie_signer
 
 log = logging.getLogger(__name__)
 
@@ -129,19 +131,16 @@ class Handler(WSGIHandler):
         if environ.get("PATH_INFO") == IMPORT_PATH and environ.get("REQUEST_METHOD") == "POST":
             if not self._may_be_large(environ):
                 pass
+            elif not self.server.signed_in(environ):
+                # No session cookie this server signed: the app answers 401 without the
+                # body, which a stranger cannot make it read (nor hold a slot with).
+                return self._unread(environ)
             elif self.server.large_bodies.acquire(blocking=False):
                 self._large, limit = True, max(limit, self.max_import)
             else:
                 # Every large-body slot is taken: the body stays unread (never in memory).
-                self.close_connection = True
-                self.wsgi_input = _Drained()
-                self._refused = True
                 environ[IMPORT_BUSY] = True
-                environ["wsgi.input"] = io.BytesIO(b"")
-                environ["CONTENT_LENGTH"] = "0"
-                environ.pop("HTTP_TRANSFER_ENCODING", None)
-                self._deadline.close()
-                return environ
+                return self._unread(environ)
         body = self._read_body(environ["wsgi.input"], limit)
         self._deadline.close()  # it has all arrived: from here on the app's bounds apply
         if len(body) > limit:
@@ -153,6 +152,17 @@ class Handler(WSGIHandler):
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return environ
+
+    def _unread(self, environ: dict[str, Any]) -> dict[str, Any]:
+        """The environ of a request whose body is left unread; the connection then closes."""
+        self.close_connection = True
+        self.wsgi_input = _Drained()
+        self._refused = True
+        environ["wsgi.input"] = io.BytesIO(b"")
+        environ["CONTENT_LENGTH"] = "0"
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        self._deadline.close()
         return environ
 
     def _may_be_large(self, environ: dict[str, Any]) -> bool:
@@ -252,6 +262,12 @@ class Server(WSGIServer):
         self.per_address = per_address
         self._open: dict[str, int] = {}
         self.large_bodies = gevent.lock.BoundedSemaphore(int(cfg["IMPORT_CONCURRENCY"]))
+        self._cookie, self._signer = cookie_name(cfg), cookie_signer(cfg)
+
+    def signed_in(self, environ: dict[str, Any]) -> bool:
+        """Whether the request carries a session cookie this server signed (live or not)."""
+        cookie = parse_cookie(environ.get("HTTP_COOKIE", "")).get(self._cookie)
+        return cookie is not None and self._signer.validate(cookie)
 
     def handle(self, sock: socket.socket, address: Any) -> None:
         """Serve one connection, unless its address already holds ``per_address`` of them."""

@@ -12,7 +12,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -41,14 +41,16 @@ def iso(ts: float | None = None) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def cookie_name() -> str:
+def cookie_name(config: Mapping[str, Any] | None = None) -> str:
     """The session cookie's name: ``__Host-`` prefixed when served over HTTPS."""
-    return "__Host-securechat" if current_app.config["HTTPS"] else "securechat_session"
+    https = (current_app.config if config is None else config)["HTTPS"]
+    return "__Host-securechat" if https else "securechat_session"
 
 
-def cookie_signer() -> Signer:
+def cookie_signer(config: Mapping[str, Any] | None = None) -> Signer:
     """What signs (and checks) session cookies: the server secret, nothing else."""
-    return Signer(current_app.config["SECRET_KEY"], salt="securechat.session-cookie")
+    secret = (current_app.config if config is None else config)["SECRET_KEY"]
+    return Signer(secret, salt="securechat.session-cookie")
 
 
 def presented_token() -> str | None:
