@@ -35,8 +35,13 @@ SEGMENT = 64 * 1024
 TAG = 16
 MAX_HEADER = 4096
 # The KDF cost a reader accepts from a header: an archive names its own cost, and a
-# hostile one could otherwise ask for gigabytes of memory per attempt.
-MAX_MEMORY_KIB = 256 * 1024
+# hostile one could otherwise tie up a KDF slot with gigabytes and minutes per attempt.
+# Argon2id up to 64 MiB and 4 passes (about 7x a login at the defaults, 19 MiB x 2);
+# scrypt up to N=2^17, r=8 (128 MiB) with p <= 2. A reader may allow its own cost too.
+MAX_MEMORY_KIB = 64 * 1024
+MAX_PASSES = 4
+MAX_SCRYPT_MEMORY_KIB = 128 * 1024
+MAX_SCRYPT_P = 2
 
 Derive = Callable[[str, bytes, crypto.KdfParams], bytes]
 
@@ -102,7 +107,8 @@ def _seal(aead: AESGCM, line: bytes, counter: int, data: bytes, last: bool) -> b
 
 
 def decrypt(archive: Iterable[bytes], passphrase: str, *, derive: Derive = crypto.derive_kek,
-            max_memory_kib: int = MAX_MEMORY_KIB) -> Iterator[bytes]:
+            max_memory_kib: int = MAX_MEMORY_KIB,
+            max_passes: int = MAX_PASSES) -> Iterator[bytes]:
     """The plaintext of an archive (given as chunks of any size), segment by segment.
 
     The header is read and the key derived at once; then each segment is yielded as it
@@ -121,14 +127,15 @@ def decrypt(archive: Iterable[bytes], passphrase: str, *, derive: Derive = crypt
         buffer += chunk
     end = buffer.index(b"\n") + 1
     line, rest = bytes(buffer[:end]), bytes(buffer[end:])
-    params, salt = _read_header(line, max_memory_kib)
+    params, salt = _read_header(line, max_memory_kib, max_passes)
     if not isinstance(passphrase, str) or not passphrase:
         raise InvalidArchive()
     key = derive(passphrase, salt, params)
     return _opened(AESGCM(key), line, rest, chunks)
 
 
-def _read_header(line: bytes, max_memory_kib: int) -> tuple[crypto.KdfParams, bytes]:
+def _read_header(line: bytes, max_memory_kib: int,
+                 max_passes: int) -> tuple[crypto.KdfParams, bytes]:
     """The KDF and salt a header names; InvalidArchive for anything else."""
     try:
         fields = json.loads(line)
@@ -138,10 +145,11 @@ def _read_header(line: bytes, max_memory_kib: int) -> tuple[crypto.KdfParams, by
         if kdf["name"] == "argon2id":
             params = crypto.KdfParams.argon2id(_int(kdf["memory_kib"]),
                                                _int(kdf["iterations"]), _int(kdf["lanes"]))
-            ok = ok and params.memory_kib <= max_memory_kib and params.iterations <= 16
+            ok = ok and params.memory_kib <= max_memory_kib and params.iterations <= max_passes
         elif kdf["name"] == "scrypt":
             params = crypto.KdfParams.scrypt(_int(kdf["log_n"]), _int(kdf["r"]), _int(kdf["p"]))
-            ok = ok and 128 * params.r * 2**params.log_n <= max_memory_kib * 1024
+            ok = (ok and params.p <= MAX_SCRYPT_P and 128 * params.r * 2**params.log_n
+                  <= max(max_memory_kib, MAX_SCRYPT_MEMORY_KIB) * 1024)
         else:
             ok = False
         salt = base64.b64decode(fields["salt"], validate=True)

@@ -164,3 +164,27 @@ def test_a_reader_stops_before_segments_it_cannot_trust() -> None:
     assert next(reader) == DATA[SEGMENT:2 * SEGMENT]
     with pytest.raises(InvalidArchive):
         next(reader)
+
+
+@pytest.mark.parametrize(("kdf", "accepted"), [
+    ({"name": "argon2id", "memory_kib": 64 * 1024, "iterations": 4, "lanes": 1}, True),
+    ({"name": "argon2id", "memory_kib": 64 * 1024 + 1, "iterations": 1, "lanes": 1}, False),
+    ({"name": "argon2id", "memory_kib": 19 * 1024, "iterations": 5, "lanes": 1}, False),
+    ({"name": "scrypt", "log_n": 17, "r": 8, "p": 2}, True),
+    ({"name": "scrypt", "log_n": 18, "r": 8, "p": 1}, False),
+    ({"name": "scrypt", "log_n": 17, "r": 8, "p": 3}, False),
+])
+def test_a_header_asking_more_than_the_cap_is_refused_before_any_kdf_work(
+        kdf: dict[str, object], accepted: bool) -> None:
+    """A hostile archive cannot make the reader spend more than ~7 logins' work per try."""
+    head, rest = sealed(DATA).split(b"\n", 1)
+    line = json.dumps({**json.loads(head), "kdf": kdf}).encode() + b"\n"
+    asked: list[crypto.KdfParams] = []
+
+    def derive(passphrase: str, salt: bytes, params: crypto.KdfParams) -> bytes:
+        asked.append(params)
+        return bytes(32)  # not the key: the first segment then fails to open
+
+    with pytest.raises(InvalidArchive):
+        b"".join(archive.decrypt([line + rest], PASS, derive=derive))
+    assert bool(asked) == accepted

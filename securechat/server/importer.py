@@ -85,10 +85,13 @@ def _opened(data: dict[str, Any]) -> Any:
     if set(data) != {"archive", "passphrase"} or not isinstance(blob, str) \
             or not isinstance(passphrase, str):
         fail(400, "invalid_field", "Send 'archive' (base64) and 'passphrase' only.")
-    limit = max(archive.MAX_MEMORY_KIB, keys.kdf_params().memory_kib)
+    # An archive this server made (at its own KDF cost) always opens here.
+    own = keys.kdf_params()
+    memory = max(archive.MAX_MEMORY_KIB, own.memory_kib if own.name == "argon2id" else 0)
+    passes = max(archive.MAX_PASSES, own.iterations if own.name == "argon2id" else 0)
     try:
         plain = b"".join(archive.decrypt(_base64(blob), passphrase, derive=keys.derive,
-                                         max_memory_kib=limit))
+                                         max_memory_kib=memory, max_passes=passes))
         return json.loads(plain)
     except (archive.InvalidArchive, binascii.Error, ValueError, RecursionError):
         _invalid_archive()
