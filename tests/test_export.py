@@ -253,3 +253,23 @@ def test_exports_and_imports_share_a_budget(settings: dict[str, Any], instance: 
         assert_error(response, 429, "rate_limited")
         assert int(response.headers["Retry-After"]) > 0
     app.extensions["securechat.db"].close()
+
+
+@pytest.mark.parametrize("title", [
+    "<img src=x onerror=alert(1)>", "**bold** and _it_", "[link](javascript:alert(1))",
+    "![x](https://example.invalid/x.png)", "`code`", "a\\*b", "&lt;script&gt;", "x | y",
+    "~~gone~~", "## not a heading"])
+def test_a_title_is_literal_text_in_the_markdown_heading(title: str) -> None:
+    """Markup in a title (maybe from someone's imported archive) never becomes markup."""
+    shown = export.heading_text(title)
+    # Every character that could start markup is escaped, and unescaping gives the title.
+    assert re.fullmatch(r"(?:[^\\`*_\[\]<>&!~|#]|\\[\\`*_\[\]<>&!~|#])*", shown), shown
+    assert re.sub(r"\\(.)", r"\1", shown) == title
+
+
+def test_the_markdown_export_escapes_a_hostile_title(auth: AuthActions) -> None:
+    auth.signup()
+    auth.new_conversation("<img src=x onerror=alert(1)> **hi**")
+    text = get_export(auth, "markdown").get_data(as_text=True)
+    assert "\n## \\<img src=x onerror=alert(1)\\> \\*\\*hi\\*\\*\n" in text
+    assert re.search(r"(?<!\\)<", text.split("<!-- export complete")[0]) is None

@@ -148,6 +148,16 @@ def fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
+# What a heading's text could otherwise turn into markup: HTML and entities, links and
+# images, emphasis, code spans, tables. Backslash-escaped, each shows as itself.
+_MARKUP = re.compile(r"([\\`*_\[\]<>&!~|#])")
+
+
+def heading_text(title: str) -> str:
+    """A title as one line of literal Markdown text (a hostile title stays text)."""
+    return _MARKUP.sub(r"\\\1", " ".join(title.split()))
+
+
 def markdown_chunks() -> Iterator[bytes]:
     """The Markdown export: every message verbatim in a fence; a last line once whole."""
     yield (f"# securechat export\n\n- user: {g.username}\n- exported: {iso()}\n"
@@ -155,7 +165,7 @@ def markdown_chunks() -> Iterator[bytes]:
     count = total = 0
     for conv in conversations():
         shown = messages.conversation_json(conv)
-        title = " ".join(shown["title"].split())
+        title = heading_text(shown["title"])
         star = ", starred" if conv.starred else ""
         text = f"\n## {title}\n\n- created: {conv.created_at}{star}\n"
         for batch in message_batches(conv.id):
