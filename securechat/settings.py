@@ -104,6 +104,10 @@ class Settings:
     # Imports one process reads and writes at once: each holds its body and the parsed
     # export in memory (measured: ~6x the body), so more wait their turn (503).
     IMPORT_CONCURRENCY: int = _s(1, lo=1, hi=64)
+    # What one import may add: checking and sealing run on the server's event loop
+    # (measured: ~5 us a message), and rows are storage someone else pays for.
+    MAX_IMPORT_CONVERSATIONS: int = _s(10_000, lo=1, hi=1_000_000)
+    MAX_IMPORT_MESSAGES: int = _s(200_000, lo=1, hi=10_000_000)
     # Messages one search request decrypts at most; the next page goes on from there.
     SEARCH_SCAN_LIMIT: int = _s(5000, lo=100, hi=10_000_000)
     MAX_MESSAGE_CHARS: int = _s(32768, lo=1, hi=1_000_000)

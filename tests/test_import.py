@@ -334,3 +334,19 @@ def test_the_import_cap_is_its_own(settings: dict[str, Any], instance: Path) -> 
         conv["messages"][0]["content"] = "x" * 30_000
     assert_error(post_import(auth, doc), 413, "too_large")
     app.extensions["securechat.db"].close()
+
+
+@pytest.mark.parametrize(("setting", "extra"), [("MAX_IMPORT_CONVERSATIONS", "conversations"),
+                                                 ("MAX_IMPORT_MESSAGES", "messages")])
+def test_an_import_over_its_count_caps_is_400_and_adds_nothing(
+        setting: str, extra: str, app: Flask, auth: AuthActions) -> None:
+    """GOOD holds 4 conversations and 8 messages: a cap one below refuses it whole."""
+    app.config[setting] = {"conversations": 3, "messages": 7}[extra]
+    auth.signup()
+    response = post_import(auth, GOOD)
+    assert_error(response, 400, "invalid_export")
+    assert response.get_json()["error"]["message"].startswith("conversations: at most ")
+    assert extra in response.get_json()["error"]["message"]
+    assert auth.conversations() == []
+    app.config[setting] += 1  # exactly at the cap: imported
+    assert post_import(auth, GOOD).get_json() == {"imported": 4, "messages": 8}

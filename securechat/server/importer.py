@@ -155,6 +155,14 @@ def parse(data: Any) -> list[Imported]:
     if not isinstance(items, list):
         _bad("conversations", "must be a list")
     cfg = current_app.config
+    # Counted before any is checked: an import too large costs no more than this.
+    if len(items) > int(cfg["MAX_IMPORT_CONVERSATIONS"]):
+        _bad("conversations", f"at most {cfg['MAX_IMPORT_CONVERSATIONS']} conversations "
+             "in one import")
+    total = sum(len(c["messages"]) for c in items
+                if isinstance(c, dict) and isinstance(c.get("messages"), list))
+    if total > int(cfg["MAX_IMPORT_MESSAGES"]):
+        _bad("conversations", f"at most {cfg['MAX_IMPORT_MESSAGES']} messages in one import")
     longest = max(int(cfg["MAX_MESSAGE_CHARS"]), int(cfg["OPENAI_MAX_REPLY_CHARS"]))
     return [_conversation(item, f"conversations[{i}]", longest) for i, item in enumerate(items)]
 
