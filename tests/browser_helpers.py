@@ -7,9 +7,10 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
+from flask import Flask
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -20,8 +21,9 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from securechat import BackgroundServer, create_app
 from securechat.recovery import parse_code
-from tests.helpers import PASSWORD
+from tests.helpers import FAST, PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -145,3 +147,20 @@ def watched_page(browser: Browser, **context_options: Any) -> Iterator[WatchedPa
         yield watched
     finally:
         watched.close()
+
+
+class Site(NamedTuple):
+    """The app a module's browser tests share, served on loopback."""
+
+    app: Flask
+    server: BackgroundServer
+    url: str
+
+
+@contextmanager
+def served_site(instance: Path) -> Iterator[Site]:
+    """A test app (FAST settings) on ``instance``, served for the duration."""
+    app = create_app(dict(FAST), instance_path=instance)
+    with BackgroundServer(app) as server:
+        yield Site(app, server, server.url)
+    app.extensions["securechat.db"].close()

@@ -7,31 +7,25 @@ context and its own user), to keep the browser tests' time down.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
 
 import pytest
-from flask import Flask
 from playwright.sync_api import Browser, Page, expect
 
-from securechat import BackgroundServer, ChatClient, create_app
+from securechat import ChatClient
 from securechat.errors import ApiError
 from securechat.recovery import new_code
 from tests.browser_helpers import (
+    Site,
     WatchedPage,
     chromium,
     register,
+    served_site,
     take_recovery_code,
     watched_page,
 )
-from tests.helpers import FAST, PASSWORD, unique_name
+from tests.helpers import PASSWORD, unique_name
 
 NEW_PASSWORD = "a brand new passphrase"
-
-
-class Site(NamedTuple):
-    app: Flask
-    server: BackgroundServer
-    url: str
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +36,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    app = create_app(dict(FAST), instance_path=tmp_path_factory.mktemp("web") / "instance")
-    with BackgroundServer(app) as server:
-        yield Site(app, server, server.url)
-    app.extensions["securechat.db"].close()
+    with served_site(tmp_path_factory.mktemp("web") / "instance") as served:
+        yield served
 
 
 @pytest.fixture

@@ -14,32 +14,27 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
-from flask import Flask
 from playwright.sync_api import Browser, Page, expect
 
-from securechat import BackgroundServer, ChatClient, create_app
+from securechat import ChatClient
 from securechat.backends import Turn
 from tests.browser_helpers import (
+    Site,
     WatchedPage,
     chromium,
     register,
     screenshot,
+    served_site,
     take_recovery_code,
     watched_page,
 )
 from tests.fake_backend import Flaky, wait_for
-from tests.helpers import FAST, PASSWORD, unique_name
+from tests.helpers import PASSWORD, unique_name
 
 VENDOR = Path(__file__).resolve().parent / "vendor" / "axe-core"
-
-
-class Site(NamedTuple):
-    app: Flask
-    server: BackgroundServer
-    url: str
 
 
 class Gated:
@@ -105,10 +100,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    app = create_app(dict(FAST), instance_path=tmp_path_factory.mktemp("web") / "instance")
-    with BackgroundServer(app) as server:
-        yield Site(app, server, server.url)
-    app.extensions["securechat.db"].close()
+    with served_site(tmp_path_factory.mktemp("web") / "instance") as served:
+        yield served
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -107,30 +107,11 @@ def _settle(pid: int, seconds: float = 1.5) -> None:
 def test_a_slowly_read_history_page_is_never_written_to_disk(
         served: Served, history: tuple[ChatClient, str]) -> None:
     client, conv = history
-    readers = []
-    try:
-        for _ in range(3):
-            sock = _slow_socket(served.port)
-            sock.sendall(_request("GET", f"/api/conversations/{conv}/messages?limit=200",
-                                  client))
-            readers.append(sock)
-        _settle(served.pid)
-        files = assert_no_plaintext_on_disk(served.pid)
-        assert any("securechat.sqlite3" in name for name in files)  # the scan sees files
-        # And the reader gets the whole page once it reads: back-pressure, not loss.
-        sock = readers.pop()
-        sock.settimeout(30)
-        received = b""
-        while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
-            data = sock.recv(1 << 20)
-            if not data:
-                break
-            received += data
-        assert received.startswith(b"HTTP/1.1 200") and MARKER.encode() in received
-        sock.close()
-    finally:
-        for sock in readers:
-            sock.close()
+    page = _request("GET", f"/api/conversations/{conv}/messages?limit=200", client)
+    files, received = _read_slowly(served, [page] * 3, _answer)
+    assert any("securechat.sqlite3" in name for name in files)  # the scan sees files
+    # And the reader gets the whole page once it reads: back-pressure, not loss.
+    assert received.startswith(b"HTTP/1.1 200") and MARKER.encode() in received
 
 
 def test_pages_stay_bounded_however_long_the_messages(
@@ -195,26 +176,47 @@ def _read_all(sock: socket.socket) -> bytes:
         received += data
     return received
 
+def _answer(sock: socket.socket) -> bytes:
+    sock.settimeout(60)
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        data = sock.recv(65536)
+        if not data:
+            break
+        answer += data
+    return answer
+
+
+def _read_slowly(served: Served, requests: list[bytes],
+                 read: Callable[[socket.socket], bytes]) -> tuple[list[str], bytes]:
+    """Each request on a socket that reads nothing: no plaintext may reach a file meanwhile.
+
+    Returns the files the server had open then, and the last answer, read whole at the end.
+    """
+    readers = []
+    try:
+        for request in requests:
+            sock = _slow_socket(served.port)
+            sock.sendall(request)
+            readers.append(sock)
+        _settle(served.pid)
+        files = assert_no_plaintext_on_disk(served.pid)
+        with readers.pop() as sock:
+            return files, read(sock)
+    finally:
+        for sock in readers:
+            sock.close()
+
 
 def test_a_slowly_read_export_is_never_written_to_disk(
         served: Served, history: tuple[ChatClient, str]) -> None:
     client, _ = history
-    readers = []
-    try:
-        for fmt in ("json", "markdown"):
-            sock = _slow_socket(served.port)
-            sock.sendall(_request("GET", f"/api/export?format={fmt}", client))
-            readers.append(sock)
-        _settle(served.pid)
-        assert_no_plaintext_on_disk(served.pid)
-        # 6 MB of export, and the server waits for its reader: back-pressure, not files.
-        with readers.pop() as sock:
-            received = _read_all(sock)
-        assert received.startswith(b"HTTP/1.1 200") and MARKER.encode() in received
-        assert b"<!-- export complete: 1 conversations, 200 messages -->" in received
-    finally:
-        for sock in readers:
-            sock.close()
+    exports = [_request("GET", f"/api/export?format={fmt}", client)
+               for fmt in ("json", "markdown")]
+    # 6 MB of export, and the server waits for its reader: back-pressure, not files.
+    _, received = _read_slowly(served, exports, _read_all)
+    assert received.startswith(b"HTTP/1.1 200") and MARKER.encode() in received
+    assert b"<!-- export complete: 1 conversations, 200 messages -->" in received
 
 
 def test_a_slowly_read_ghost_reply_is_never_written_to_disk(
@@ -223,24 +225,11 @@ def test_a_slowly_read_ghost_reply_is_never_written_to_disk(
     turns = [{"role": "user", "content": BODY[:32_000]},
              {"role": "assistant", "content": "noted"},
              {"role": "user", "content": BODY[:32_000]}]
-    body = json.dumps({"messages": turns}).encode()
-    readers = []
-    try:
-        for _ in range(10):
-            sock = _slow_socket(served.port)
-            request = _request("POST", "/api/ghost", client, body)
-            sock.sendall(request.replace(b"\r\n\r\n", b"\r\nAccept: text/event-stream\r\n\r\n",
-                                         1))
-            readers.append(sock)
-        _settle(served.pid)
-        assert_no_plaintext_on_disk(served.pid)
-        with readers.pop() as sock:
-            received = _read_all(sock)
-        assert received.startswith(b"HTTP/1.1 200") and MARKER.encode() in received
-        assert b"event: done" in received
-    finally:
-        for sock in readers:
-            sock.close()
+    request = _request("POST", "/api/ghost", client, json.dumps({"messages": turns}).encode())
+    streamed = request.replace(b"\r\n\r\n", b"\r\nAccept: text/event-stream\r\n\r\n", 1)
+    _, received = _read_slowly(served, [streamed] * 10, _read_all)
+    assert received.startswith(b"HTTP/1.1 200") and MARKER.encode() in received
+    assert b"event: done" in received
 
 
 def _import_body(size: int) -> bytes:
@@ -264,13 +253,7 @@ def test_a_large_import_sent_slowly_is_never_written_to_disk(
         _settle(served.pid)
         assert_no_plaintext_on_disk(served.pid)
         sock.sendall(request[-10:])
-        sock.settimeout(60)
-        answer = b""
-        while not answer.endswith(b"}\n"):
-            data = sock.recv(65536)
-            if not data:
-                break
-            answer += data
+        answer = _answer(sock)
     assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
     assert b'"imported":1' in answer
     assert_no_plaintext_on_disk(served.pid)
@@ -298,16 +281,6 @@ def test_serve_takes_imports_up_to_their_own_cap(instance: Path) -> None:
     finally:
         served.kill()
 
-
-def _answer(sock: socket.socket) -> bytes:
-    sock.settimeout(60)
-    answer = b""
-    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-        data = sock.recv(65536)
-        if not data:
-            break
-        answer += data
-    return answer
 
 
 def test_one_large_import_at_a_time_the_next_is_refused_unread(
