@@ -45,6 +45,7 @@ from securechat.store.postgres import shown
 from securechat.testing import FakeOpenAI
 
 from .helpers import FAST, PASSWORD, AuthActions, unique_name
+from .redis_helpers import drop_prefix, new_prefix, reachable_redis_url
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 _POSTGRES_URL = pytest.StashKey[str]()
@@ -283,3 +284,20 @@ def fake(key: str) -> Iterator[FakeOpenAI]:
     """A fake OpenAI-compatible backend on 127.0.0.1 that requires ``key``."""
     with FakeOpenAI(api_key=key) as backend:
         yield backend
+
+
+# --- Redis: a key prefix of the test's own ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    """The test Redis (module scope: read before each test's environment is emptied)."""
+    return reachable_redis_url()
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own, deleted afterwards."""
+    name = new_prefix()
+    yield name
+    drop_prefix(redis_url, name)

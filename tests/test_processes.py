@@ -26,25 +26,11 @@ from securechat import ApiError, ChatClient
 from securechat.testing import FakeOpenAI
 
 from .helpers import PASSWORD, unique_name
-from .redis_helpers import RedisProxy, drop_prefix, live_leases, new_prefix, reachable_redis_url
+from .redis_helpers import RedisProxy, live_leases
 from .served import Served, refused, serve_env
 
 WRONG = "not the password"
 Start = Callable[..., Served]
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    """The test Redis (module scope: read before each test's environment is emptied)."""
-    return reachable_redis_url()
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own, deleted afterwards."""
-    name = new_prefix()
-    yield name
-    drop_prefix(redis_url, name)
 
 
 @pytest.fixture(params=["sqlite"])

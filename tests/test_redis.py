@@ -22,23 +22,9 @@ from securechat import BackgroundServer, ChatClient, ConfigError, create_app
 from securechat.server.leases import PerKey, RedisLeases, connect
 
 from .helpers import COOKIE, FAST, PASSWORD, AuthActions, assert_error
-from .redis_helpers import RedisProxy, drop_prefix, live_leases, new_prefix, reachable_redis_url
+from .redis_helpers import RedisProxy, live_leases
 
 WRONG = "not the password"
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    """The test Redis (module scope: read before each test's environment is emptied)."""
-    return reachable_redis_url()
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own, deleted afterwards."""
-    name = new_prefix()
-    yield name
-    drop_prefix(redis_url, name)
 
 
 @pytest.fixture
