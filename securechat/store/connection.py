@@ -31,6 +31,8 @@ BUSY_TIMEOUT_MS = 30_000
 
 # Statements that take SQLite's write lock (and may wait for it, or fsync at the end).
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN", "COMMIT", "ROLLBACK")
+# Those that change a row or a few, not waiting for anything inside a held transaction.
+_ROW_WRITES = ("INSERT", "UPDATE")
 
 
 class Connection(sqlite3.Connection):
@@ -39,17 +41,23 @@ class Connection(sqlite3.Connection):
     SQLite lets one writer in at a time; others spin in its busy handler, sleeping in
     growing steps (tens of milliseconds under load). Writers of one process wait on
     ``writers`` (a lock shared by a pool's connections) instead, so only other processes
-    are ever waited for in SQLite. Under gevent, each write runs in a worker thread
-    (:mod:`securechat.offload`): waiting for a lock or an fsync stalls no other request.
+    are ever waited for in SQLite. Under gevent, what can wait runs in a worker thread
+    (:mod:`securechat.offload`): a wait for another process's lock, an fsync at commit, a
+    delete that zeroes many pages. A row-sized INSERT or UPDATE inside a transaction this
+    connection holds only touches the page cache, so it runs where it is: a round trip to
+    a worker thread costs more than the statement, and the writers' lock is held meanwhile.
     """
 
     writers: threading.RLock
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        """Run one statement; writes are serialized and kept off the event loop."""
-        if not sql.lstrip()[:8].upper().startswith(_WRITES):
+        """Run one statement; writes are serialized and what can wait is off the event loop."""
+        verb = sql.lstrip()[:8].upper()
+        if not verb.startswith(_WRITES):
             return super().execute(sql, parameters)
         if self.in_transaction:  # inside BEGIN IMMEDIATE: this connection holds the lock
+            if verb.startswith(_ROW_WRITES):
+                return super().execute(sql, parameters)
             return offload.blocking(super().execute, sql, parameters)
         with self.writers:
             return offload.blocking(super().execute, sql, parameters)
@@ -66,13 +74,37 @@ class Connection(sqlite3.Connection):
             yield self
             return
         with self.writers:
-            self.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 yield self
             except BaseException:
                 self.execute("ROLLBACK")
                 raise
             self.execute("COMMIT")
+
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE: tried at once, and waited for off the event loop only if busy.
+
+        This process's writers already queue on ``writers``, so the lock is free unless
+        another process holds it; the first try does not wait (busy timeout 0).
+        """
+        if offload.cooperative():
+            super().execute("PRAGMA busy_timeout=0")
+            try:
+                super().execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if not _busy(e):
+                    raise
+            finally:
+                super().execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        self.execute("BEGIN IMMEDIATE")
+
+
+def _busy(error: sqlite3.OperationalError) -> bool:
+    """True when SQLite said another connection holds the lock (SQLITE_BUSY)."""
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    return code == sqlite3.SQLITE_BUSY if code is not None else "locked" in str(error)
 
 
 def connect(database: str, writers: threading.RLock | None = None) -> Any:
