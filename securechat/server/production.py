@@ -124,6 +124,23 @@ class Handler(WSGIHandler):
             return result[0], json_error(str(result[0]))
         return result
 
+    def _sendall(self, data: bytes) -> None:
+        """Write ``data``: one send when the socket has room, gevent's sendall for the rest.
+
+        A streamed reply is hundreds of small writes; gevent's sendall asks the kernel for
+        the socket's buffer size before each one (a system call per token).
+        """
+        try:
+            sent = self.socket.send(data)  # waits at most write_timeout for room
+        except OSError as e:  # recorded as gevent's own sendall does
+            self.status = f"socket error: {e}"
+            if self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += sent
+        if sent < len(data):
+            super()._sendall(memoryview(data)[sent:])
+
     def get_environ(self) -> dict[str, Any]:
         """The WSGI environ, with the body already read into memory (bounded)."""
         environ = super().get_environ()
