@@ -26,7 +26,7 @@ FULL = {"messages": "100,10000,100000", "requests": 3000, "clients": "1,4,16",
         "streams": 1000}
 QUICK = {"messages": "100,1000", "requests": 300, "clients": "1,4", "duration": 10.0,
          "page_reps": 30, "crypto_reps": 2000, "login_reps": 2, "streams": 100}
-TARGET_RATIO, TARGET_PAGE, TARGET_RSS_MB = 0.70, 2.0, 150.0
+TARGET_PAGE, TARGET_RSS_MB = 2.0, 150.0
 TARGET_SEARCH_MS = 1000.0
 
 
@@ -187,10 +187,8 @@ def _stores(text: str) -> list[str]:
 def targets(metrics: dict[str, float], args: argparse.Namespace) -> Table:
     """The issue's targets against what was measured (only those that were)."""
     table = Table("Targets", ["target", "measured", "met"])
-    if "inprocess_ratio" in metrics:
-        r = metrics["inprocess_ratio"]
-        table.add(f"in-process send ≥ {TARGET_RATIO:.0%} of the floor's throughput",
-                  f"{r:.1%}", _yes(r >= TARGET_RATIO))
+    # Section 1's ratio is no target (issue 15): it compared two durable commits with a
+    # floor that does no I/O at all. Section 11 sets sends against the floor over HTTP.
     big, small = max(args.messages), min(args.messages)
     for page in ("newest", "middle"):
         if f"history_{page}" in metrics:
