@@ -31,6 +31,7 @@ BUSY_TIMEOUT_MS = 30_000
 
 # Statements that take SQLite's write lock (and may wait for it, or fsync at the end).
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN", "COMMIT", "ROLLBACK")
+_SQLITE_BUSY = 5  # sqlite3.SQLITE_BUSY from Python 3.11 on
 # Those that change a row or a few, not waiting for anything inside a held transaction.
 _ROW_WRITES = ("INSERT", "UPDATE")
 
@@ -103,8 +104,8 @@ class Connection(sqlite3.Connection):
 
 def _busy(error: sqlite3.OperationalError) -> bool:
     """True when SQLite said another connection holds the lock (SQLITE_BUSY)."""
-    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
-    return code == sqlite3.SQLITE_BUSY if code is not None else "locked" in str(error)
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+; 3.10 has the message
+    return code == _SQLITE_BUSY if code is not None else "locked" in str(error)
 
 
 def connect(database: str, writers: threading.RLock | None = None) -> Any:
