@@ -16,7 +16,17 @@ from pathlib import Path
 
 import securechat
 
-from . import history, inprocess, keys, loopback, notebooks, portable, slow_readers, streams
+from . import (
+    history,
+    inprocess,
+    keys,
+    loopback,
+    notebooks,
+    portable,
+    slow_readers,
+    stream_sweep,
+    streams,
+)
 from .report import REPO_ROOT, Table, command_line, document
 
 SECTIONS = ("inprocess", "http", "history", "crypto", "login", "slow", "keys", "portable",
@@ -69,6 +79,9 @@ def parser() -> argparse.ArgumentParser:
                    help="stores for section 11 [sqlite,postgres]")
     p.add_argument("--stream-workers", type=_ints, default=[1, 2],
                    help="serve --workers values for section 11 [1,2]")
+    p.add_argument("--stream-sweep", type=_ints, default=list(stream_sweep.LEVELS),
+                   help="smaller stream counts of section 11d, SQLite "
+                   f"[{','.join(map(str, stream_sweep.LEVELS))}]")
     p.add_argument("--send-clients", type=_ints, default=[4, 16],
                    help="send-message concurrencies of section 11 [4,16]")
     p.add_argument("--send-duration", type=float, default=10.0,
@@ -150,16 +163,20 @@ def run(args: argparse.Namespace, work: Path) -> list[Table]:
         metrics |= found
         done(table)
     if "streams" in args.sections:
-        found_streams = streams.many_streams(work, streams.Options(
+        opts = streams.Options(
             streams=args.streams, rate=args.stream_rate, words=args.stream_words,
             chunk_delay=args.stream_delay, stores=_stores(args.stream_stores),
             workers=args.stream_workers, send_clients=args.send_clients,
             send_requests=args.requests, send_duration=args.send_duration,
-            postgres_admin_url=args.postgres))
+            postgres_admin_url=args.postgres)
+        found_streams = streams.many_streams(work, opts)
         metrics |= found_streams.metrics
         done(found_streams.streams)
         done(found_streams.send)
         done(found_streams.capacity)
+        table, found = stream_sweep.sweep(work, opts, args.stream_sweep)
+        metrics |= found
+        done(table)
     if "notebooks" in args.sections:
         # An absolute pattern stays absolute when joined; a relative one is the repository's.
         found = glob.glob(str(REPO_ROOT / args.notebooks)) if args.notebooks else []

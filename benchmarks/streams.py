@@ -6,7 +6,8 @@ streams every reply at ``1 / chunk_delay`` tokens a second. For each store and n
 streams opened at up to ``rate`` a second by a gevent load generator in a third process
 (:mod:`benchmarks.streamgen`), one user per stream. Time to first token is measured the
 same way for both; the overhead is securechat's p99 minus the backend's, side by side.
-Then send-message latency at a few client counts against the plain Flask floor.
+Then send-message latency at a few client counts against the plain Flask floor, each
+measured just before.
 """
 
 from __future__ import annotations
@@ -158,17 +159,13 @@ def many_streams(work: Path, opts: Options) -> StreamsRun:
                     "--words", str(opts.words), "--chunk-delay", str(opts.chunk_delay)]
     limits: list[str] = []
     with ServeProcess(backend_argv, work, clean_env()) as backend:
-        floor = _floor_sends(work, opts)
-        for c in opts.send_clients:
-            run.send.add("plain Flask JSON echo (floor)", "–", c, floor[c]["p50_ms"],
-                         floor[c]["p99_ms"], floor[c]["errors"], 1.0)
         for store in opts.stores:
             admin = opts.postgres_admin_url if store == "postgres" else None
             with postgres_database(admin) if admin else contextlib.nullcontext(None) as db:
                 if store == "postgres" and db is None:
                     run.streams.notes.append(f"PostgreSQL: no server at {admin}: skipped.")
                     continue
-                _store_rows(work / f"streams-{store}", run, opts, backend, store, db, floor,
+                _store_rows(work / f"streams-{store}", run, opts, backend, store, db,
                             limits)
         _beyond_capacity(work / "streams-capacity", run, opts, backend)
     run.streams.notes += [
@@ -194,15 +191,8 @@ def many_streams(work: Path, opts: Options) -> StreamsRun:
     return run
 
 
-def _floor_sends(work: Path, opts: Options) -> dict[int, dict[str, Any]]:
-    with ServeProcess.floor(work, clean_env()) as floor:
-        return {c: _loadgen(work, floor.url, c, opts.send_requests, opts.send_duration)
-                for c in opts.send_clients}
-
-
 def _store_rows(instance: Path, run: StreamsRun, opts: Options, backend: ServeProcess,
-                store: str, database: str | None, floor: dict[int, dict[str, Any]],
-                limits: list[str]) -> None:
+                store: str, database: str | None, limits: list[str]) -> None:
     """Accounts once for this store, then each number of processes: streams and sends."""
     env = clean_env({**NO_RATE_LIMIT, **LOAD_KDF, "SECURECHAT_RESPONDER": "openai",
                      "SECURECHAT_OPENAI_BASE_URL": backend.url + "/v1",
@@ -233,18 +223,21 @@ def _store_rows(instance: Path, run: StreamsRun, opts: Options, backend: ServePr
             cpu = {p: _cpu_s(p) - before[p] for p in before}
             peak = sum(memory_kib(p)["VmHWM"] for p in pids) * _MB
         # Sends are timed against the echo responder, as section 2's are: the backend's
-        # pace is not securechat's cost.
+        # pace is not securechat's cost. The floor runs just before each row, on the
+        # machine as it is then (as the backend alone does for the streams).
         sender = ServeProcess.securechat(instance, instance.parent, echo_env)
         sender.argv += ["--workers", str(workers)]
-        with sender:
-            sends = {c: _loadgen(instance.parent, sender.url, c, opts.send_requests,
-                                 opts.send_duration, names[:c]) for c in opts.send_clients}
+        with sender, ServeProcess.floor(instance.parent, clean_env()) as floor:
+            sends = {c: (_loadgen(instance.parent, floor.url, c, opts.send_requests,
+                                  opts.send_duration),
+                         _loadgen(instance.parent, sender.url, c, opts.send_requests,
+                                  opts.send_duration, names[:c])) for c in opts.send_clients}
         _add_stream_row(run, store, workers, base, ours, peak,
                         sum(cpu[p] for p in pids), cpu[backend.pid], server.stopped_cleanly)
-        for c in opts.send_clients:
-            ratio = sends[c]["p99_ms"] / floor[c]["p99_ms"]
-            run.send.add(f"securechat send message ({_store_name(store)})", workers, c,
-                         sends[c]["p50_ms"], sends[c]["p99_ms"], sends[c]["errors"], ratio)
+        for c, (plain, sent) in sends.items():
+            ratio = sent["p99_ms"] / plain["p99_ms"]
+            run.send.add(_store_name(store), workers, c, plain["p50_ms"], plain["p99_ms"],
+                         sent["p50_ms"], sent["p99_ms"], sent["errors"], ratio)
             run.metrics[f"send_ratio_{store}_{workers}_{c}"] = ratio
 
 
@@ -322,9 +315,12 @@ def _streams_table(opts: Options) -> Table:
 
 def _send_table(opts: Options) -> Table:
     table = Table("11b. Send message by store and processes vs the plain Flask floor", [
-        "server", "processes", "clients", "p50 ms", "p99 ms", "errors", "p99 × floor"])
-    table.notes.append(f"Each row: at most {opts.send_requests} requests or "
+        "store", "processes", "clients", "floor p50 ms", "floor p99 ms", "p50 ms", "p99 ms",
+        "errors", "p99 × floor"])
+    table.notes.append(f"Each run: at most {opts.send_requests} requests or "
                        f"{opts.send_duration:g} s; JSON send with the echo responder, as in "
-                       "section 2, on the instance (and database) the streams used; floor: "
-                       "the echo app under gevent's WSGI server.")
+                       "section 2, on the instance (and database) the streams used. Floor: "
+                       "the plain Flask JSON echo under gevent's WSGI server, run just "
+                       "before each securechat row at the same concurrency, so both meet "
+                       "the machine in the same state.")
     return table

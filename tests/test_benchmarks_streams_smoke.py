@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STREAMS, CLIENTS = 6, (1, 2)
+STREAMS, CLIENTS, SWEEP = 6, (1, 2), (2, 4)
 
 
 def _tables(text: str) -> dict[str, list[list[str]]]:
@@ -36,6 +36,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> str:
     argv = [sys.executable, "-m", "benchmarks", "--sections", "streams", "--streams",
             str(STREAMS), "--stream-words", "3", "--stream-delay", "0.01", "--requests", "4",
             "--send-clients", ",".join(map(str, CLIENTS)), "--send-duration", "20",
+            "--stream-sweep", ",".join(map(str, SWEEP)),
             "--output", str(out)]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=280,
                           check=False)
@@ -45,7 +46,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_every_stream_completes_through_each_server(results: str) -> None:
     tables = _tables(results)
-    assert list(tables) == ["Targets", "11a.", "11b.", "11c."]
+    assert list(tables) == ["Targets", "11a.", "11b.", "11c.", "11d."]
     rows = tables["11a."][1:]
     stores = [r[0] for r in rows]
     assert stores[:2] == ["SQLite", "SQLite"] and set(stores[2:]) <= {"PostgreSQL"}
@@ -61,10 +62,11 @@ def test_every_stream_completes_through_each_server(results: str) -> None:
 
 def test_send_rows_cover_each_server_and_level(results: str) -> None:
     rows = _tables(results)["11b."][1:]
-    assert [(r[0].split()[0], r[2]) for r in rows[:2]] == [("plain", "1"), ("plain", "2")]
-    servers = len(_tables(results)["11a."]) - 1
-    assert len(rows) == 2 + servers * len(CLIENTS)
-    assert all(r[5] == "0" for r in rows), rows  # no send failed
+    servers = [(r[0], r[1]) for r in _tables(results)["11a."][1:]]
+    # Each server at each level, its floor measured alongside.
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (store, workers, str(c)) for store, workers in servers for c in CLIENTS]
+    assert all(r[7] == "0" and float(r[4]) > 0 for r in rows), rows  # no send failed
 
 
 def test_beyond_capacity_is_a_503_with_retry_after(results: str) -> None:
@@ -72,6 +74,14 @@ def test_beyond_capacity_is_a_503_with_retry_after(results: str) -> None:
     # MAX_STREAMS 2 (a tenth of 6, at least 2), 3 streams: one refused, nothing else.
     assert row[:5] == ["2", "3", "2", "1", "0"], row
     assert row[6].startswith("0/")
+
+
+def test_the_sweep_runs_each_smaller_count_through_each_server(results: str) -> None:
+    rows = _tables(results)["11d."][1:]
+    assert [(r[0], r[1]) for r in rows] == [(w, str(n)) for w in ("1", "2") for n in SWEEP]
+    for row in rows:
+        assert row[2:4] == [row[1], "0"], row  # every stream completed, none failed
+        assert float(row[10].replace(",", "")) > 0, row  # serve's CPU per token, measured
 
 
 def test_targets_are_judged(results: str) -> None:
