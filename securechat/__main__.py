@@ -84,7 +84,8 @@ def serve(host: str, port: int, instance: str | None, workers: int = 1,
     from .errors import ConfigError
     from .server import create_app_from_env
     from .server.process import no_core_dumps, unmap_large_allocations
-    from .server.production import listen, make_server
+    from .server.production import make_server
+    from .server.sockets import listen
 
     no_core_dumps()  # before any key is in memory
     unmap_large_allocations()  # each login's KDF memory goes back to the system after it
@@ -126,7 +127,7 @@ def _supervisor(host: str, port: int, instance: str | None, workers: int) -> int
     from .errors import ConfigError
     from .server import create_app_from_env
     from .server.process import no_core_dumps
-    from .server.production import listen
+    from .server.sockets import listen
 
     no_core_dumps()
     try:

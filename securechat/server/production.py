@@ -3,7 +3,7 @@
 An AI chat is many long, mostly idle streams; a thread per stream runs out long before the
 machine does. Under gevent a stream waiting on the backend costs a greenlet (a few KiB),
 and blocking work runs off the event loop: password KDFs and SQLite writes in worker
-threads (:mod:`securechat.server.offload`). On top of gevent's WSGI server this sets what
+threads (:mod:`securechat.offload`). On top of gevent's WSGI server this sets what
 a private chat needs:
 
 * nothing spooled to disk: a request body is read into memory (at most
@@ -46,6 +46,7 @@ from ..protocol import client_key
 from . import process
 from .http import IMPORT_BUSY
 from .sessions import cookie_name, cookie_signer
+from .sockets import no_delay
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +135,12 @@ class Handler(WSGIHandler):
             sent = self.socket.send(data)  # waits at most write_timeout for room
         except OSError as e:  # recorded as gevent's own sendall does
             self.status = f"socket error: {e}"
-            if self.code > 0:
+            if self.code is not None and self.code > 0:
                 self.code = -self.code
             raise
         self.response_length += sent
         if sent < len(data):
-            super()._sendall(memoryview(data)[sent:])
+            super()._sendall(memoryview(data)[sent:])  # type: ignore[misc]  # not in stubs
 
     def get_environ(self) -> dict[str, Any]:
         """The WSGI environ, with the body already read into memory (bounded)."""
@@ -319,32 +320,6 @@ class _ErrorLog:
         """Each line, as :meth:`write` does."""
         for line in lines:
             self.write(line)
-
-
-def no_delay(sock: socket.socket) -> None:
-    """Send small writes at once (TCP_NODELAY) on a TCP connection.
-
-    gevent sends a response's headers and its body in two writes; with Nagle's algorithm
-    the body then waits for the client to acknowledge the headers, which Linux delays up
-    to 40 ms: measured, every keep-alive JSON answer took 44 ms instead of 1, and each
-    streamed event could wait as long behind the one before.
-    """
-    with contextlib.suppress(OSError):  # not TCP (a Unix socket handed over): nothing to do
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """A listening socket (bound before any worker starts, so the port is known)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def make_server(app: Flask, listener: socket.socket) -> Server:
