@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from securechat import ChatClient
+from securechat.store.writers import Writers, lock_path
 
 from .helpers import PASSWORD
 from .served import Served, serve_env
@@ -65,3 +66,29 @@ def test_a_send_waiting_for_another_process_lock_stalls_no_other_request(
         assert not sender.is_alive() and len(sent) == 1
         assert [m["content"] for m in alice.history(conv)] == [
             "before the lock", "Echo: before the lock", "waits", "Echo: waits"]
+
+
+def test_another_process_writing_holds_serve_back_until_it_is_done(served: Served,
+                                                                   instance: Path) -> None:
+    with ChatClient(served.url, timeout=60) as alice, \
+            ChatClient(served.url, timeout=10) as reader:
+        alice.register("alice", PASSWORD)
+        alice.login("alice", PASSWORD)
+        conv = alice.new_conversation("queued")["id"]
+        reader.login("alice", PASSWORD)
+        # Another securechat process on this machine, in the middle of its write.
+        other = Writers(lock_path(str(instance / "securechat.sqlite3")))
+        other.__enter__()
+        sender = threading.Thread(target=lambda: alice.send(conv, "after you"))
+        try:
+            sender.start()
+            time.sleep(0.5)
+            assert requests.get(served.url + "/api/health", timeout=10).status_code == 200
+            assert reader.history(conv) == []
+            assert sender.is_alive(), "serve wrote while another process held the lock"
+        finally:
+            other.__exit__(None, None, None)
+            other.close()
+            sender.join(60)
+        assert not sender.is_alive()
+        assert [m["content"] for m in alice.history(conv)] == ["after you", "Echo: after you"]

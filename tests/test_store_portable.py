@@ -21,7 +21,7 @@ from .helpers import FAST
 migrate = importlib.import_module("securechat.store.migrate")
 STORE = Path(store.__file__).parent
 # The modules whose SQL runs on either database; the rest are one store's own (PRAGMA, BEGIN).
-ONE_STORE_ONLY = {"__init__", "connection", "postgres", "migrate", "scrub"}
+ONE_STORE_ONLY = {"__init__", "connection", "postgres", "migrate", "scrub", "writers"}
 QUERIES = sorted(p for p in STORE.glob("*.py") if p.stem not in ONE_STORE_ONLY)
 
 # What SQLite accepts and PostgreSQL refuses or reads otherwise (store/database.py's docstring).

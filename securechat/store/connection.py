@@ -24,6 +24,7 @@ from . import postgres, scrub
 from .database import Database
 from .migrate import migrate
 from .users import delete_stale_sessions
+from .writers import Writers, lock_path
 
 # How long a statement waits for another connection's write lock before failing.
 BUSY_TIMEOUT_MS = 30_000
@@ -40,16 +41,24 @@ class Connection(sqlite3.Connection):
     """A connection whose writers queue in this process, and block no event loop.
 
     SQLite lets one writer in at a time; others spin in its busy handler, sleeping in
-    growing steps (tens of milliseconds under load). Writers of one process wait on
-    ``writers`` (a lock shared by a pool's connections) instead, so only other processes
-    are ever waited for in SQLite. Under gevent, what can wait runs in a worker thread
+    growing steps (tens of milliseconds under load). Writers wait on ``writers`` instead
+    (:class:`.writers.Writers`, shared by a pool's connections and, through a lock file,
+    by this machine's processes), so only programs outside securechat are ever waited for
+    in SQLite. Under gevent, what can wait runs in a worker thread
     (:mod:`securechat.offload`): a wait for another process's lock, an fsync at commit, a
     delete that zeroes many pages. A row-sized INSERT or UPDATE inside a transaction this
     connection holds only touches the page cache, so it runs where it is: a round trip to
     a worker thread costs more than the statement, and the writers' lock is held meanwhile.
     """
 
-    writers: threading.RLock
+    writers: Writers
+    _own_writers = False
+
+    def close(self) -> None:
+        """Close the connection (and its writers' lock file, when it is not a pool's)."""
+        super().close()
+        if self._own_writers:
+            self.writers.close()
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         """Run one statement; writes are serialized and what can wait is off the event loop."""
@@ -86,8 +95,8 @@ class Connection(sqlite3.Connection):
     def _begin(self) -> None:
         """BEGIN IMMEDIATE: tried at once, and waited for off the event loop only if busy.
 
-        This process's writers already queue on ``writers``, so the lock is free unless
-        another process holds it; the first try does not wait (busy timeout 0).
+        securechat's writers already queue on ``writers``, so the lock is free unless
+        another program holds it; the first try does not wait (busy timeout 0).
         """
         if offload.cooperative():
             super().execute("PRAGMA busy_timeout=0")
@@ -108,7 +117,7 @@ def _busy(error: sqlite3.OperationalError) -> bool:
     return code == _SQLITE_BUSY if code is not None else "locked" in str(error)
 
 
-def connect(database: str, writers: threading.RLock | None = None) -> Any:
+def connect(database: str, writers: Writers | None = None) -> Any:
     """Open a connection of one's own: SQLite (a :class:`Connection`) or PostgreSQL.
 
     SQLite's is in autocommit mode, WAL, foreign keys on; ``writers`` is the lock its
@@ -120,7 +129,9 @@ def connect(database: str, writers: threading.RLock | None = None) -> Any:
     path = database
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                            check_same_thread=False, factory=Connection)
-    conn.writers = writers or threading.RLock()
+    if writers is None:
+        writers, conn._own_writers = Writers(lock_path(path), BUSY_TIMEOUT_MS / 1000), True
+    conn.writers = writers
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -138,11 +149,12 @@ class Pool:
 
     def __init__(self, path: str, size: int = 8) -> None:
         self.path, self.size = path, size
-        self.writers = threading.RLock()  # one writer of this process at a time
+        # One writer at a time, of this process and of the others on this machine.
+        self.writers = Writers(lock_path(path), BUSY_TIMEOUT_MS / 1000)
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         # Closed explicitly even when the app is simply dropped (no ResourceWarning).
-        self._finalizer = weakref.finalize(self, _close_all, self._idle)
+        self._finalizer = weakref.finalize(self, _close_all, self._idle, self.writers)
 
     def take(self) -> sqlite3.Connection:
         """An idle connection, or a new one."""
@@ -166,9 +178,10 @@ class Pool:
         self._finalizer()
 
 
-def _close_all(idle: list[sqlite3.Connection]) -> None:
+def _close_all(idle: list[sqlite3.Connection], writers: Writers) -> None:
     while idle:
         idle.pop().close()
+    writers.close()
 
 
 def init_app(app: Flask) -> None:
