@@ -71,3 +71,18 @@ def test_an_in_memory_database_locks_this_process_only() -> None:
     assert lock_path(":memory:") is None and lock_path("") is None
     with Writers(None), Writers(None):  # nothing on disk, and no wait for itself
         pass
+
+
+def test_a_wait_given_up_does_not_keep_the_lock_when_it_comes(tmp_path: Path) -> None:
+    path = lock_path(str(tmp_path / "db.sqlite3"))
+    holder, quitter, later = Writers(path), Writers(path, timeout=0.2), Writers(path, 5)
+    with holder, pytest.raises(sqlite3.OperationalError), quitter:
+        pass
+    # The quitter's thread still waited, and was handed the lock: it must let it go.
+    time.sleep(0.3)
+    started = time.monotonic()
+    with later:
+        pass
+    assert time.monotonic() - started < 4, "the abandoned wait kept the lock"
+    for writers in (holder, quitter, later):
+        writers.close()
