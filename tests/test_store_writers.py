@@ -8,9 +8,11 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from securechat.store import connection
 from securechat.store.writers import Writers, lock_path
 
 
@@ -86,3 +88,68 @@ def test_a_wait_given_up_does_not_keep_the_lock_when_it_comes(tmp_path: Path) ->
     assert time.monotonic() - started < 4, "the abandoned wait kept the lock"
     for writers in (holder, quitter, later):
         writers.close()
+
+
+def _waiting_threads() -> int:
+    return sum(t.name == "securechat-writers-lock" for t in threading.enumerate())
+
+
+def test_waits_given_up_one_after_another_leave_one_thread_not_many(tmp_path: Path) -> None:
+    path = lock_path(str(tmp_path / "db.sqlite3"))
+    holder, quitter = Writers(path), Writers(path, timeout=0.05)
+    with holder:
+        for _ in range(5):  # each takes over the wait the one before gave up
+            with pytest.raises(sqlite3.OperationalError), quitter:
+                pass
+        assert _waiting_threads() == 1
+    with Writers(path, 5):
+        pass
+    holder.close()
+    quitter.close()
+
+
+def test_closing_while_held_waits_for_the_outermost_exit(tmp_path: Path) -> None:
+    path = lock_path(str(tmp_path / "db.sqlite3"))
+    holder, other = Writers(path), Writers(path, timeout=0.1)
+    with holder:
+        holder.close()  # e.g. the pool dropped mid-transaction: the lock stays held
+        with pytest.raises(sqlite3.OperationalError), other:
+            pass
+    with other:  # released, and closed, at the exit
+        pass
+    assert holder._fd is None
+    other.close()
+
+
+def test_a_symlink_or_another_users_file_is_refused(tmp_path: Path) -> None:
+    path = lock_path(str(tmp_path / "db.sqlite3"))
+    assert path is not None
+    os.symlink(tmp_path / "elsewhere", path)
+    with pytest.raises(OSError), Writers(path):
+        pass
+    os.unlink(path)
+    if os.geteuid() != 0:
+        return  # only root can give a file away; CI runs as root
+    Path(path).touch()
+    os.chown(path, 65534, 65534)
+    with pytest.raises(sqlite3.OperationalError, match="another user"), Writers(path):
+        pass
+
+
+def test_only_small_row_writes_skip_the_worker_thread(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = connection.connect(str(tmp_path / "db.sqlite3"))
+    conn.execute("CREATE TABLE t (v BLOB)")
+    offloaded: list[str] = []
+
+    def blocking(fn: Any, *args: Any) -> Any:
+        offloaded.append(str(args[0]).split()[0])
+        return fn(*args)
+
+    monkeypatch.setattr(connection.offload, "blocking", blocking)
+    with conn.transaction():
+        conn.execute("INSERT INTO t (v) VALUES (?)", (b"x" * 100,))
+        conn.execute("INSERT INTO t (v) VALUES (?)", (b"x" * 100_000,))
+    conn.close()
+    # The small row ran in place; BEGIN (it may wait), the large row and COMMIT did not.
+    assert offloaded == ["BEGIN", "INSERT", "COMMIT"]

@@ -33,8 +33,10 @@ BUSY_TIMEOUT_MS = 30_000
 # Statements that take SQLite's write lock (and may wait for it, or fsync at the end).
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN", "COMMIT", "ROLLBACK")
 _SQLITE_BUSY = 5  # sqlite3.SQLITE_BUSY from Python 3.11 on
-# Those that change a row or a few, not waiting for anything inside a held transaction.
+# Those that change a row or a few, not waiting for anything inside a held transaction,
+# when their values are small (an import's large messages still go to a worker thread).
 _ROW_WRITES = ("INSERT", "UPDATE")
+_INLINE_BYTES = 16 * 1024
 
 
 class Connection(sqlite3.Connection):
@@ -46,9 +48,10 @@ class Connection(sqlite3.Connection):
     by this machine's processes), so only programs outside securechat are ever waited for
     in SQLite. Under gevent, what can wait runs in a worker thread
     (:mod:`securechat.offload`): a wait for another process's lock, an fsync at commit, a
-    delete that zeroes many pages. A row-sized INSERT or UPDATE inside a transaction this
-    connection holds only touches the page cache, so it runs where it is: a round trip to
-    a worker thread costs more than the statement, and the writers' lock is held meanwhile.
+    delete that zeroes many pages. A row-sized INSERT or UPDATE (values of 16 KiB at most)
+    inside a transaction this connection holds only touches the page cache, so it runs
+    where it is: a round trip to a worker thread costs more than the statement, and the
+    writers' lock is held meanwhile.
     """
 
     writers: Writers
@@ -56,9 +59,11 @@ class Connection(sqlite3.Connection):
 
     def close(self) -> None:
         """Close the connection (and its writers' lock file, when it is not a pool's)."""
-        super().close()
-        if self._own_writers:
-            self.writers.close()
+        try:
+            super().close()
+        finally:
+            if self._own_writers:
+                self.writers.close()
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         """Run one statement; writes are serialized and what can wait is off the event loop."""
@@ -66,7 +71,7 @@ class Connection(sqlite3.Connection):
         if not verb.startswith(_WRITES):
             return super().execute(sql, parameters)
         if self.in_transaction:  # inside BEGIN IMMEDIATE: this connection holds the lock
-            if verb.startswith(_ROW_WRITES):
+            if verb.startswith(_ROW_WRITES) and _small(parameters):
                 return super().execute(sql, parameters)
             return offload.blocking(super().execute, sql, parameters)
         with self.writers:
@@ -114,7 +119,14 @@ class Connection(sqlite3.Connection):
 def _busy(error: sqlite3.OperationalError) -> bool:
     """True when SQLite said another connection holds the lock (SQLITE_BUSY)."""
     code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+; 3.10 has the message
-    return code == _SQLITE_BUSY if code is not None else "locked" in str(error)
+    # The extended codes (BUSY_RECOVERY, BUSY_SNAPSHOT) are busy too.
+    return code & 0xFF == _SQLITE_BUSY if code is not None else "locked" in str(error)
+
+
+def _small(parameters: Any) -> bool:
+    """Whether a statement's values are a message's size or less (it writes a few pages)."""
+    values = parameters.values() if isinstance(parameters, dict) else parameters
+    return sum(len(v) for v in values if isinstance(v, (str, bytes))) <= _INLINE_BYTES
 
 
 def connect(database: str, writers: Writers | None = None) -> Any:
