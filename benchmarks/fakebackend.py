@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import resource
-import signal
-import socket
 import sys
 from collections.abc import Sequence
+
+from .geventserve import serve_until_signal
 
 
 def reply_text(words: int) -> str:
@@ -38,16 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gevent import monkey
 
     monkey.patch_all()  # time.sleep between chunks waits in a greenlet, not a thread
-    import gevent
-    from gevent.event import Event
     from gevent.pool import Pool
-    from gevent.pywsgi import WSGIHandler, WSGIServer
-
-    class Handler(WSGIHandler):
-        def handle(self) -> None:
-            # As serve does: without it each small chunk waits for the reader's delayed ACK.
-            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            super().handle()
 
     from securechat.testing import FakeOpenAI
 
@@ -60,16 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_open_files()
     text = reply_text(args.words)
     fake = FakeOpenAI(lambda messages: text, chunk_delay=args.chunk_delay)
-    server = WSGIServer(("127.0.0.1", args.port), fake.app, log=None,
-                        spawn=Pool(args.max_connections), backlog=4096, handler_class=Handler)
-    server.start()
-    print(f"fake backend listening on http://127.0.0.1:{server.server_port}", flush=True)
-    stopping = Event()
-    gevent.signal_handler(signal.SIGTERM, stopping.set)
-    gevent.signal_handler(signal.SIGINT, stopping.set)
-    stopping.wait()
-    server.stop(timeout=5)
-    print("fake backend stopped", flush=True)
+    serve_until_signal(fake.app, args.port, "fake backend",
+                       spawn=Pool(args.max_connections), backlog=4096)
     return 0
 
 

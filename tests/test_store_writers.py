@@ -7,6 +7,7 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,26 @@ import pytest
 from securechat.store import connection
 from securechat.store.writers import Writers, lock_path
 
+Make = Callable[..., Writers]
 
-def test_two_holders_of_one_file_take_turns(tmp_path: Path) -> None:
+
+@pytest.fixture
+def holders(tmp_path: Path) -> Iterator[Make]:
+    """Makes holders of one database's lock file, as processes would be (each its own file)."""
     path = lock_path(str(tmp_path / "db.sqlite3"))
-    first, second = Writers(path), Writers(path)  # as two processes: two open files
+    made: list[Writers] = []
+
+    def make(timeout: float = 30.0) -> Writers:
+        made.append(Writers(path, timeout))
+        return made[-1]
+
+    yield make
+    for writers in made:
+        writers.close()
+
+
+def test_two_holders_of_one_file_take_turns(holders: Make) -> None:
+    first, second = holders(), holders()
     order: list[str] = []
     with first:
         waiter = threading.Thread(target=lambda: (second.__enter__(), order.append("second"),
@@ -28,13 +45,10 @@ def test_two_holders_of_one_file_take_turns(tmp_path: Path) -> None:
         order.append("first done")
     waiter.join(10)
     assert order == ["first done", "second"]
-    first.close()
-    second.close()
 
 
-def test_the_lock_is_reentrant_and_released_only_by_the_outermost_exit(tmp_path: Path) -> None:
-    path = lock_path(str(tmp_path / "db.sqlite3"))
-    holder, other = Writers(path), Writers(path, timeout=0.1)
+def test_the_lock_is_reentrant_and_released_only_by_the_outermost_exit(holders: Make) -> None:
+    holder, other = holders(), holders(timeout=0.1)
     with holder:
         with holder:
             pass
@@ -43,20 +57,15 @@ def test_the_lock_is_reentrant_and_released_only_by_the_outermost_exit(tmp_path:
             pass
     with other:  # free now
         pass
-    holder.close()
-    other.close()
 
 
-def test_a_waiter_gives_up_after_its_timeout_as_sqlite_would(tmp_path: Path) -> None:
-    path = lock_path(str(tmp_path / "db.sqlite3"))
-    holder, waiter = Writers(path), Writers(path, timeout=0.3)
+def test_a_waiter_gives_up_after_its_timeout_as_sqlite_would(holders: Make) -> None:
+    holder, waiter = holders(), holders(timeout=0.3)
     with holder:
         started = time.monotonic()
         with pytest.raises(sqlite3.OperationalError, match="database is locked"), waiter:
             pass
         assert time.monotonic() - started >= 0.3
-    holder.close()
-    waiter.close()
 
 
 def test_the_lock_file_is_owner_only_and_empty(tmp_path: Path) -> None:
@@ -75,9 +84,8 @@ def test_an_in_memory_database_locks_this_process_only() -> None:
         pass
 
 
-def test_a_wait_given_up_does_not_keep_the_lock_when_it_comes(tmp_path: Path) -> None:
-    path = lock_path(str(tmp_path / "db.sqlite3"))
-    holder, quitter, later = Writers(path), Writers(path, timeout=0.2), Writers(path, 5)
+def test_a_wait_given_up_does_not_keep_the_lock_when_it_comes(holders: Make) -> None:
+    holder, quitter, later = holders(), holders(timeout=0.2), holders(timeout=5)
     with holder, pytest.raises(sqlite3.OperationalError), quitter:
         pass
     # The quitter's thread still waited, and was handed the lock: it must let it go.
@@ -86,31 +94,25 @@ def test_a_wait_given_up_does_not_keep_the_lock_when_it_comes(tmp_path: Path) ->
     with later:
         pass
     assert time.monotonic() - started < 4, "the abandoned wait kept the lock"
-    for writers in (holder, quitter, later):
-        writers.close()
 
 
 def _waiting_threads() -> int:
     return sum(t.name == "securechat-writers-lock" for t in threading.enumerate())
 
 
-def test_waits_given_up_one_after_another_leave_one_thread_not_many(tmp_path: Path) -> None:
-    path = lock_path(str(tmp_path / "db.sqlite3"))
-    holder, quitter = Writers(path), Writers(path, timeout=0.05)
+def test_waits_given_up_one_after_another_leave_one_thread_not_many(holders: Make) -> None:
+    holder, quitter = holders(), holders(timeout=0.05)
     with holder:
         for _ in range(5):  # each takes over the wait the one before gave up
             with pytest.raises(sqlite3.OperationalError), quitter:
                 pass
         assert _waiting_threads() == 1
-    with Writers(path, 5):
+    with holders(timeout=5):
         pass
-    holder.close()
-    quitter.close()
 
 
-def test_closing_while_held_waits_for_the_outermost_exit(tmp_path: Path) -> None:
-    path = lock_path(str(tmp_path / "db.sqlite3"))
-    holder, other = Writers(path), Writers(path, timeout=0.1)
+def test_closing_while_held_waits_for_the_outermost_exit(holders: Make) -> None:
+    holder, other = holders(), holders(timeout=0.1)
     with holder:
         holder.close()  # e.g. the pool dropped mid-transaction: the lock stays held
         with pytest.raises(sqlite3.OperationalError), other:
@@ -118,7 +120,6 @@ def test_closing_while_held_waits_for_the_outermost_exit(tmp_path: Path) -> None
     with other:  # released, and closed, at the exit
         pass
     assert holder._fd is None
-    other.close()
 
 
 def test_a_symlink_or_another_users_file_is_refused(tmp_path: Path) -> None:
